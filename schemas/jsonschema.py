@@ -33,8 +33,10 @@ _BASE_TYPES = {
     "dict[str, int]": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
 }
 
-_ID = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": codec.MAX_ID_CHARS}, {"type": "integer"}]}
-_OPTIONAL_ID = {"anyOf": [{"type": "string", "maxLength": codec.MAX_ID_CHARS}, {"type": "integer"}, {"type": "null"}]}
+# orjson reads integers in [-2**63, 2**64) exactly; larger ones become floats, which ids reject.
+_INT_ID = {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1}
+_ID = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": codec.MAX_ID_CHARS}, _INT_ID]}
+_OPTIONAL_ID = {"anyOf": [{"type": "string", "maxLength": codec.MAX_ID_CHARS}, _INT_ID, {"type": "null"}]}
 
 CLICK_RULES: dict[str, tuple[str, dict]] = {
     "event_id": ("Producer-unique id of this event. String (printable) or integer; integers are read as their decimal string.", _ID),
