@@ -1,0 +1,81 @@
+"""A Faust worker on the real broker keeps a RocksDB table and restores it from its changelog."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from tests.integration.conftest import REPO_ROOT, create_topic
+
+KEYS = [f"user-{i}" for i in range(5)]
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.apps.smoke_app", "worker", "-l", "info"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_for_counts(consumer: KafkaConsumer, expected: dict[str, int], timeout_s: float = 90) -> dict[str, int]:
+    latest: dict[str, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and latest != expected:
+        for records in consumer.poll(timeout_ms=500).values():
+            for r in records:
+                key, count = r.value.decode().split("=")
+                latest[key] = max(latest.get(key, 0), int(count))
+    return latest
+
+
+def test_table_restored_from_changelog_after_state_loss(kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
+    datadir = tmp_path / "worker-state"
+    env = {**os.environ, "SMOKE_ID": unique, "SMOKE_BOOTSTRAP": kafka_bootstrap, "SMOKE_DATADIR": str(datadir)}
+    create_topic(kafka_bootstrap, f"smoke-in-{unique}", partitions=2)
+    create_topic(kafka_bootstrap, f"smoke-out-{unique}", partitions=1)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    consumer = KafkaConsumer(f"smoke-out-{unique}", bootstrap_servers=kafka_bootstrap,
+                             auto_offset_reset="earliest", group_id=f"check-{unique}")
+    log_path = tmp_path / "worker.log"
+
+    def send_round(times: int) -> None:
+        for _ in range(times):
+            for key in KEYS:
+                producer.send(f"smoke-in-{unique}", key=key.encode(), value=b"x")
+        producer.flush()
+
+    worker = start_worker(env, log_path)
+    try:
+        send_round(20)
+        first = wait_for_counts(consumer, {k: 20 for k in KEYS})
+    finally:
+        stop_worker(worker)
+    assert first == {k: 20 for k in KEYS}, log_path.read_text()[-3000:]
+    assert any(datadir.rglob("*.sst")) or any(datadir.rglob("CURRENT")), "table was not stored in RocksDB"
+
+    shutil.rmtree(datadir)  # lose all local state: only the changelog topic can bring it back
+    worker = start_worker(env, log_path)
+    try:
+        send_round(1)
+        second = wait_for_counts(consumer, {k: 21 for k in KEYS})
+    finally:
+        stop_worker(worker)
+        consumer.close()
+        producer.close()
+    assert second == {k: 21 for k in KEYS}, log_path.read_text()[-3000:]
