@@ -143,7 +143,7 @@ def _bins(score: np.ndarray, n_bins: int, strategy: str) -> list[np.ndarray]:
     if strategy == "mass":
         # Same order and edges as metrics(): ascending = reversed stable descending sort.
         order = np.argsort(-score, kind="stable")[::-1]
-        edges = _mass_edges(len(score), n_bins)
+        edges = _mass_edges(score[order], n_bins)
         return [order[a:b] for a, b in zip(edges[:-1], edges[1:])]
     if strategy == "width":
         which = np.minimum((score * n_bins).astype(np.int64), n_bins - 1)
@@ -203,18 +203,25 @@ def _ranking(y: np.ndarray, s: np.ndarray, pos: int) -> tuple[float, float]:
     return auc, ap
 
 
-def _mass_edges(n: int, n_bins: int) -> np.ndarray:
-    return np.linspace(0, n, min(n_bins, n) + 1).round().astype(np.int64)
+def _mass_edges(s_ascending: np.ndarray, n_bins: int) -> np.ndarray:
+    """Bin edges (row positions) of ~equal-count bins that never split a run of tied scores.
+
+    Splitting ties would make bins differ only by label noise (a constant score would get a positive
+    ECE), so each edge moves to the end of the tied run it falls in; bins can then be fewer or unequal.
+    """
+    n = len(s_ascending)
+    edges = np.linspace(0, n, min(n_bins, n) + 1).round().astype(np.int64)
+    inner = edges[1:-1]
+    inner = np.searchsorted(s_ascending, s_ascending[inner - 1], side="right")
+    return np.unique(np.r_[0, inner, n])
 
 
 def _ece_ordered(y: np.ndarray, s: np.ndarray, n_bins: int) -> float:
     n = len(y)
-    edges = _mass_edges(n, n_bins)
+    edges = _mass_edges(s, n_bins)
     cy = np.r_[0.0, np.cumsum(y)]
     cs = np.r_[0.0, np.cumsum(s)]
-    counts = np.diff(edges)
-    keep = counts > 0
-    gap = np.abs(np.diff(cy[edges]) - np.diff(cs[edges]))[keep]      # |sum y - sum s| per bin
+    gap = np.abs(np.diff(cy[edges]) - np.diff(cs[edges]))      # |sum y - sum s| per bin
     return float(gap.sum() / n)
 
 
