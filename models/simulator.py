@@ -294,7 +294,7 @@ def build_catalog(config: SimConfig, rng: np.random.Generator) -> Catalog:
         start = len(prices)
         r = rng.normal(0.0, 0.5, sizes[c])
         p = np.round(np.exp(log_median[c] + r), 0) - 0.01  # shop prices end in .99
-        p = np.maximum(p, 0.99)
+        p = np.round(np.maximum(p, 0.99), 2)
         pop = rng.permutation(1.0 / np.arange(1, sizes[c] + 1) ** 1.1)
         prices.extend(p)
         rel.extend(np.log(p) - log_median[c])  # r from the shown price, so the posterior can recompute it
