@@ -13,6 +13,9 @@ import sys
 
 COMMAND_MODULES = (
     "deploy.kafka.local_broker",
+    "streams.commands",
+    "models.data_cli",
+    "models.model_cli",
 )
 
 

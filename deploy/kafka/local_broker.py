@@ -49,7 +49,8 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 # Tests and the demo create consumer groups often; don't wait 3 s for more members.
 group.initial.rebalance.delay.ms=0
-log.retention.hours=168
+# Record timestamps are event times (replayed history can be years old): never expire by time.
+log.retention.ms=-1
 log.segment.bytes=104857600
 """
 

@@ -1,0 +1,106 @@
+"""The Faust shell: topics, the `users` table and the scoring agent, on one screen.
+
+Everything interesting happens in streams.pipeline.Pipeline; this file only moves bytes between
+Kafka, the RocksDB-backed table and the pipeline, once per micro-batch.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from contextlib import contextmanager
+from typing import Iterator
+
+import faust
+from faust.streams import _current_event
+
+from models.state import UserState
+
+from .pipeline import Pipeline, Record
+from .scorer import Scorer
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def event_context(event: faust.EventT) -> Iterator[None]:
+    """Make `event` Faust's current event, so table reads and writes go to its partition.
+
+    Faust picks a table's store partition and changelog partition from the *current* event. In a
+    micro-batch from take_events() that is the batch's last event, which would file every user under
+    one partition; each user's state must be read and written under one of that user's own events.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=settings.standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=2,
+        broker_commit_every=2000,
+        stream_buffer_maxsize=max(4096, 4 * settings.max_batch),
+        **settings.extra,
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    clicks = app.topic(*settings.source_topics, partitions=settings.partitions, **raw)
+    intents = app.topic(settings.intents_topic, partitions=settings.partitions, **raw)
+    dead_letters = app.topic(settings.dlq_topic, partitions=1, **raw)
+    # One record per user: windows, session, GRU hidden state, last applied offset, recent intents.
+    users = app.Table("users", partitions=settings.partitions, options={"driver": "rocksdict"}, **raw)
+
+    state: dict[str, Pipeline] = {}
+    app.intentstream = state  # type: ignore[attr-defined]  # for the web views and tests
+
+    @app.task
+    async def load_model() -> None:
+        state["pipeline"] = Pipeline(scorer or Scorer.load(settings.model_dir, settings.device),
+                                     settings.max_message_bytes)
+
+    @app.agent(clicks)
+    async def score(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.max_batch, within=settings.max_wait):
+            pipeline = state.get("pipeline")
+            while pipeline is None:  # the model loads once, at startup
+                await app.sleep(0.05)
+                pipeline = state.get("pipeline")
+            arrived = time.time() * 1000.0
+            by_record: dict[int, faust.EventT] = {}
+            records = []
+            for ev in events:
+                m = ev.message
+                rec = Record(m.key, m.value, m.topic, m.partition, m.offset, arrived)
+                by_record[id(rec)] = ev
+                records.append(rec)
+
+            def load_state(user_id: str, rec: Record) -> UserState | None:
+                with event_context(by_record[id(rec)]):
+                    data = users.get(user_id.encode())
+                return UserState.from_bytes(data) if data is not None else None
+
+            result = pipeline.process(records, load_state)
+            for user_id, user_state in result.states.items():
+                with event_context(by_record[id(result.last_record[user_id])]):
+                    users[user_id.encode()] = user_state.to_bytes()
+            for user_id, value in result.intents:
+                await intents.send(key=user_id.encode(), value=value)
+            for key, value in result.dead_letters:
+                await dead_letters.send(key=key, value=value)
+            if result.dlq_codes:
+                log.warning("dead-lettered %s", dict(result.dlq_codes))
+
+    return app

@@ -1,0 +1,206 @@
+"""The worker's core, free of Faust: a micro-batch of raw records in, intents and dead letters out.
+
+    records ──decode──► bad: DeadLetter
+                 │
+                 ▼ per user, in offset order
+      already applied? ──yes──► re-emit the stored intent byte-for-byte (DESIGN §4)
+                 │ no
+                 ▼ rounds: the r-th new event of every user in one batched GRU step
+      UserState.apply → features.step_input → Scorer.step → IntentEvent
+
+The Faust shell (streams/app.py) only moves bytes between Kafka, the `users` table and this class,
+so everything here is unit-tested without a broker and reused by replay and the benchmarks.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from models.features import step_input
+from models.state import RecentIntent, Step, UserState
+from schemas.codec import DecodeError, decode_click, encode_dead_letter, encode_intent, intent_level, make_intent_id
+from schemas.events import EVENT_TYPES, N_EVENT_TYPES, ClickEvent, DeadLetter, IntentEvent
+
+from .scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed Kafka message."""
+
+    key: bytes | None
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    arrived_ms: float  # wall clock when the worker received it
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}/{self.partition}"
+
+
+@dataclass
+class BatchResult:
+    intents: list[tuple[str, bytes]] = field(default_factory=list)  # (user_id, IntentEvent bytes)
+    dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # (key, DeadLetter bytes)
+    states: dict[str, UserState] = field(default_factory=dict)  # users to write back, once each
+    last_record: dict[str, Record] = field(default_factory=dict)  # per user: the record to write state under
+    reemitted: int = 0  # re-delivered events answered with their stored intent
+    unanswerable_duplicates: int = 0  # re-delivered events older than the stored intents
+    dlq_codes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+# Returns the user's stored state or None; the shell reads its table under `record`'s partition.
+StateLoader = Callable[[str, Record], "UserState | None"]
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+class Pipeline:
+    def __init__(self, scorer: Scorer, max_message_bytes: int = 65_536, session_gap_ms: int | None = None):
+        self.scorer = scorer
+        self.max_message_bytes = max_message_bytes
+        self.session_gap_ms = session_gap_ms
+
+    # -------------------------------------------------------------------------------- public
+    def process(self, records: list[Record], load_state: StateLoader) -> BatchResult:
+        result = BatchResult()
+        per_user: dict[str, list[tuple[Record, ClickEvent]]] = defaultdict(list)
+        for rec in records:
+            event = self._decode(rec, result)
+            if event is not None:
+                per_user[event.user_id].append((rec, event))
+
+        pending: dict[str, list[tuple[Record, ClickEvent]]] = {}
+        for user_id, items in per_user.items():
+            state = load_state(user_id, items[0][0])
+            if state is None:
+                state = self._new_state(user_id)
+            result.states[user_id] = state
+            result.last_record[user_id] = items[-1][0]
+            fresh = []
+            for rec, event in items:
+                if state.is_applied(rec.source, rec.offset):
+                    self._reemit(state, rec, event, result)
+                else:
+                    fresh.append((rec, event))
+            if fresh:
+                pending[user_id] = fresh
+
+        round_no = 0
+        while pending:
+            batch = [(uid, items[round_no]) for uid, items in pending.items()]
+            self._score_round(batch, result)
+            round_no += 1
+            pending = {uid: items for uid, items in pending.items() if len(items) > round_no}
+        return result
+
+    # -------------------------------------------------------------------------------- steps
+    def _new_state(self, user_id: str) -> UserState:
+        state = UserState.new(user_id)
+        if self.session_gap_ms is not None:
+            state.session_gap_ms = self.session_gap_ms
+        return state
+
+    def _decode(self, rec: Record, result: BatchResult) -> ClickEvent | None:
+        decoded = decode_click(rec.value, self.max_message_bytes)
+        if isinstance(decoded, DecodeError):
+            self._dead_letter(rec, decoded.code, decoded.message, result)
+            return None
+        # State is partitioned by key: an event under another key would split the user's state.
+        if rec.key is not None and rec.key != decoded.user_id.encode():
+            self._dead_letter(rec, "key_mismatch",
+                              f"message key {rec.key[:64]!r} is not the event's user_id (partitioning needs key = user_id)",
+                              result)
+            return None
+        return decoded
+
+    def _dead_letter(self, rec: Record, code: str, message: str, result: BatchResult) -> None:
+        dl = DeadLetter(error_code=code, error_message=message, original=rec.value, topic=rec.topic,
+                        partition=rec.partition, offset=rec.offset, failed_at=int(now_ms()), key=rec.key)
+        result.dead_letters.append((rec.key, encode_dead_letter(dl)))
+        result.dlq_codes[code] += 1
+
+    def _score_round(self, batch: list[tuple[str, tuple[Record, ClickEvent]]], result: BatchResult) -> None:
+        scorer = self.scorer
+        rows: list[tuple[str, Record, ClickEvent, Step]] = []
+        cats, nums, rolls, hiddens = [], [], [], []
+        for user_id, (rec, event) in batch:
+            state = result.states[user_id]
+            try:
+                step = state.apply(event, rec.source, rec.offset)
+                inputs = step_input(step, scorer.spec)
+                h = self._hidden_before(step)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the worker
+                log.exception("processing failed for offset %s/%s", rec.source, rec.offset)
+                self._dead_letter(rec, "processing_error", f"{type(exc).__name__}: {exc}", result)
+                continue
+            rows.append((user_id, rec, event, step))
+            cats.append(inputs.cat)
+            nums.append(inputs.num)
+            rolls.append(inputs.roll)
+            hiddens.append(h)
+        if not rows:
+            return
+        p, h_new = scorer.step(np.stack(cats), np.stack(nums), np.stack(rolls), np.stack(hiddens))
+        scored_at = int(now_ms())
+        for i, (user_id, rec, event, step) in enumerate(rows):
+            session = step.session
+            session.hidden = h_new[i]
+            session.hidden_version = scorer.version
+            counts = step.window_features[:N_EVENT_TYPES]  # horizon 0 (1 h) counts come first
+            remembered = RecentIntent(
+                source=rec.source, offset=rec.offset, p_purchase=float(p[i]), scored_at=scored_at,
+                latency_ms=round(scored_at - rec.arrived_ms, 3), session_events=session.n_events,
+                cart_value=round(float(session.cart_value), 2),
+                recent_counts=tuple(int(c) for c in counts), model_version=scorer.version,
+            )
+            result.states[user_id].remember_intent(remembered)
+            result.intents.append((user_id, encode_intent(self._intent(event, session.session_id, remembered))))
+
+    def _hidden_before(self, step: Step) -> np.ndarray:
+        """The session's GRU state before this event, rebuilt when the model changed since."""
+        session = step.session
+        if step.position == 0:
+            return np.zeros(self.scorer.hidden_size, dtype=np.float32)
+        if session.hidden is not None and session.hidden_version == self.scorer.version:
+            return session.hidden
+        earlier = session.recent[:-1]  # the stored tail, minus the event being scored
+        first_position = step.position - len(earlier)
+        return self.scorer.rebuild_hidden(earlier, first_position, None if first_position > 0 else None)
+
+    def _intent(self, event: ClickEvent, session_id: str, r: RecentIntent) -> IntentEvent:
+        return IntentEvent(
+            intent_id=make_intent_id(event.event_id, event.user_id, r.model_version),
+            user_id=event.user_id, session_id=session_id, event_id=event.event_id, event_ts=event.ts,
+            p_purchase=r.p_purchase, intent=intent_level(r.p_purchase), model_version=r.model_version,
+            session_events=r.session_events, cart_value=r.cart_value,
+            recent_counts={EVENT_TYPES[i]: c for i, c in enumerate(r.recent_counts) if c},
+            scored_at=r.scored_at, latency_ms=r.latency_ms,
+        )
+
+    def _reemit(self, state: UserState, rec: Record, event: ClickEvent, result: BatchResult) -> None:
+        for r in state.recent_intents:
+            if r.source == rec.source and r.offset == rec.offset:
+                session_id = event.session_id or self._session_id_for(state, event)
+                result.intents.append((event.user_id, encode_intent(self._intent(event, session_id, r))))
+                result.reemitted += 1
+                return
+        result.unanswerable_duplicates += 1
+        log.debug("re-delivered offset %s/%s is older than the stored intents; not re-emitted", rec.source, rec.offset)
+
+    @staticmethod
+    def _session_id_for(state: UserState, event: ClickEvent) -> str:
+        # Implicit session ids are f"{user_id}:{start_ms}"; a re-delivered event belongs to a session that
+        # started at or before it, and the stored intents are recent, so the current session is the one.
+        return state.session.session_id if state.session is not None else f"{event.user_id}:{event.ts}"

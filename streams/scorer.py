@@ -1,0 +1,64 @@
+"""Batched incremental GRU scoring on cpu or cuda (no Faust here).
+
+One call scores one *round*: at most one event per session, so a session's events are stepped in
+order across rounds while different users share each batched GRU step.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import artifacts
+from models.features import FeatureSpec, session_event_inputs
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but no CUDA device is available")
+    return torch.device(requested)
+
+
+class Scorer:
+    def __init__(self, artifact: artifacts.Artifact, device: str = "auto"):
+        self.device = pick_device(device)
+        self.artifact = artifact
+        self.model = artifact.model.to(self.device).eval()
+        self.spec: FeatureSpec = artifact.spec
+        self.version: str = artifact.version
+        self.threshold: float = artifact.threshold
+        self.hidden_size: int = self.model.hidden_size
+        log.info("scorer: model %s on %s", self.version, self.device)
+
+    @classmethod
+    def load(cls, model_dir: Path | None = None, device: str = "auto") -> "Scorer":
+        return cls(artifacts.load(model_dir or artifacts.DEFAULT_MODEL_DIR), device)
+
+    @torch.inference_mode()
+    def step(self, cat: np.ndarray, num: np.ndarray, roll: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """cat (B,3) int64, num (B,Fn), roll (B,Fr), h (B,H) float32 -> p (B,) float64, h_new (B,H) float32."""
+        dev = self.device
+        p, h_new = self.model.step(
+            torch.from_numpy(cat).to(dev), torch.from_numpy(num).to(dev),
+            torch.from_numpy(roll).to(dev), torch.from_numpy(h).to(dev),
+        )
+        return p.double().cpu().numpy(), h_new.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def rebuild_hidden(self, recent: list, first_position: int, first_prev_ts_ms: int | None) -> np.ndarray:
+        """Hidden state after `recent` events (a session's stored tail), for a model that never saw them.
+
+        Exact when the session has at most RECENT_K events; otherwise it starts from the stored tail only.
+        """
+        if not recent:
+            return np.zeros(self.hidden_size, dtype=np.float32)
+        cat, num = session_event_inputs(recent, first_position, first_prev_ts_ms, self.spec)
+        h = self.model.hidden_from_inputs(torch.from_numpy(cat)[None].to(self.device),
+                                          torch.from_numpy(num)[None].to(self.device))
+        return h[0].float().cpu().numpy()

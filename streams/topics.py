@@ -1,0 +1,44 @@
+"""Create the pipeline's topics up front with the configured partition count.
+
+The broker would auto-create them with one partition, and Faust refuses a table whose source topic
+has a different partition count (co-partitioning by user id), so creating them is part of startup.
+"""
+from __future__ import annotations
+
+import logging
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(name, num_partitions=n, replication_factor=1)
+                   for name, n in partitions.items() if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:  # another worker won the race
+                pass
+            log.info("created topics %s", [t.name for t in missing])
+        described = {d["topic"]: len(d["partitions"]) for d in admin.describe_topics(list(partitions))}
+    finally:
+        admin.close()
+    for name, n in partitions.items():
+        if name in described and described[name] != n and not name.endswith(".dlq"):
+            raise RuntimeError(f"topic {name} has {described[name]} partitions, expected {n}: "
+                               "source topics and the users table must be co-partitioned")
+
+
+def pipeline_topics(settings: Settings) -> dict[str, int]:
+    topics = {t: settings.partitions for t in settings.source_topics}
+    topics[settings.intents_topic] = settings.partitions
+    topics[settings.dlq_topic] = 1
+    return topics
