@@ -93,3 +93,11 @@ def test_click_schema_accepts_what_the_decoder_accepts():
         assert validator.is_valid(obj), list(validator.iter_errors(obj))
 
     check()
+
+
+def test_contracts_doc_shows_the_current_examples():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "contracts.md").read_text(encoding="utf-8")
+    for example in gen.EXAMPLES.values():
+        assert orjson.dumps(example, option=orjson.OPT_INDENT_2).decode() in doc
+    corpus_size = sum(1 for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip())
+    assert f"lists {corpus_size} malformed messages" in doc
