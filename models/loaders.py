@@ -22,8 +22,8 @@ Per-format mapping (source event -> ClickEvent.type; user and session ids):
   no session, no price.
 - yoochoose: clicks -> product_view, buys -> purchase (with price, quantity); no user id, so user = session.
   `path` is the clicks file (buys found beside it by name, or given as buys_path) or a folder holding both.
-  The two files are merged by (session, time), which is time order within each session for the published
-  files (both grouped by session); the list form (stream=False) is then sorted by time overall.
+  The buys file (small) is read and sorted by (session, time), then merged with the clicks file, which
+  the published data orders by session and time; the list form (stream=False) is then sorted by time.
 - coveo (browsing_train.csv): pageview -> page_view; event_product with product_action detail/click ->
   product_view, add -> add_to_cart, remove -> remove_from_cart, purchase -> purchase; user = session =
   session_id_hash.
@@ -104,8 +104,10 @@ def load(path: str | Path, fmt: str, *, stream: bool = False, ts_range=_DEFAULT,
     if fmt == "yoochoose":
         clicks, buys = _yoochoose_paths(path, buys_path)
         parts = [_read(clicks, "yoochoose-clicks", _yoochoose_click, res, ts_range, header=None)]
-        if buys is not None:
-            parts.append(_read(buys, "yoochoose-buys", _yoochoose_buy, res, ts_range, header=None))
+        if buys is not None:  # the buys file is small and not ordered by session: sort it in memory
+            buy_events = sorted(_read(buys, "yoochoose-buys", _yoochoose_buy, res, ts_range, header=None),
+                                key=_session_time_key)
+            parts.append(iter(buy_events))
         else:
             log.warning("%s: no YooChoose buys file found; loading clicks only", path)
         events: Iterator[ClickEvent] = heapq.merge(*parts, key=_session_time_key)
