@@ -61,6 +61,9 @@ ERROR_CODES = (
     "too_large",
     "unknown_event_type",
     "internal",
+    # Set by the worker, not by decode_click:
+    "key_mismatch",  # message key is not the event's user_id (would break co-partitioned state)
+    "processing_error",  # the event decoded but applying or scoring it failed
 )
 
 # RFC 3339 date-time (section 5.6), ASCII digits only; 't', 'z' and a space separator are allowed (5.6 note).

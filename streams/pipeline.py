@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from models.features import step_input
-from models.state import RecentIntent, Step, UserState
+from models.state import DEFAULT_CONFIG, RecentIntent, StateConfig, Step, UserState
 from schemas.codec import DecodeError, decode_click, encode_dead_letter, encode_intent, intent_level, make_intent_id
 from schemas.events import EVENT_TYPES, N_EVENT_TYPES, ClickEvent, DeadLetter, IntentEvent
 
@@ -67,10 +67,10 @@ def now_ms() -> float:
 
 
 class Pipeline:
-    def __init__(self, scorer: Scorer, max_message_bytes: int = 65_536, session_gap_ms: int | None = None):
+    def __init__(self, scorer: Scorer, max_message_bytes: int = 65_536, state_config: StateConfig = DEFAULT_CONFIG):
         self.scorer = scorer
         self.max_message_bytes = max_message_bytes
-        self.session_gap_ms = session_gap_ms
+        self.state_config = state_config
 
     # -------------------------------------------------------------------------------- public
     def process(self, records: list[Record], load_state: StateLoader) -> BatchResult:
@@ -83,9 +83,7 @@ class Pipeline:
 
         pending: dict[str, list[tuple[Record, ClickEvent]]] = {}
         for user_id, items in per_user.items():
-            state = load_state(user_id, items[0][0])
-            if state is None:
-                state = self._new_state(user_id)
+            state = load_state(user_id, items[0][0]) or UserState.new(user_id, self.state_config)
             result.states[user_id] = state
             result.last_record[user_id] = items[-1][0]
             fresh = []
@@ -106,12 +104,6 @@ class Pipeline:
         return result
 
     # -------------------------------------------------------------------------------- steps
-    def _new_state(self, user_id: str) -> UserState:
-        state = UserState.new(user_id)
-        if self.session_gap_ms is not None:
-            state.session_gap_ms = self.session_gap_ms
-        return state
-
     def _decode(self, rec: Record, result: BatchResult) -> ClickEvent | None:
         decoded = decode_click(rec.value, self.max_message_bytes)
         if isinstance(decoded, DecodeError):
@@ -177,7 +169,8 @@ class Pipeline:
             return session.hidden
         earlier = session.recent[:-1]  # the stored tail, minus the event being scored
         first_position = step.position - len(earlier)
-        return self.scorer.rebuild_hidden(earlier, first_position, None if first_position > 0 else None)
+        # The ts before the stored tail is not kept: a session longer than the tail rebuilds approximately.
+        return self.scorer.rebuild_hidden(earlier, first_position, None)
 
     def _intent(self, event: ClickEvent, session_id: str, r: RecentIntent) -> IntentEvent:
         return IntentEvent(
@@ -190,12 +183,12 @@ class Pipeline:
         )
 
     def _reemit(self, state: UserState, rec: Record, event: ClickEvent, result: BatchResult) -> None:
-        for r in state.recent_intents:
-            if r.source == rec.source and r.offset == rec.offset:
-                session_id = event.session_id or self._session_id_for(state, event)
-                result.intents.append((event.user_id, encode_intent(self._intent(event, session_id, r))))
-                result.reemitted += 1
-                return
+        r = state.find_intent(rec.source, rec.offset)
+        if r is not None:
+            session_id = event.session_id or self._session_id_for(state, event)
+            result.intents.append((event.user_id, encode_intent(self._intent(event, session_id, r))))
+            result.reemitted += 1
+            return
         result.unanswerable_duplicates += 1
         log.debug("re-delivered offset %s/%s is older than the stored intents; not re-emitted", rec.source, rec.offset)
 
