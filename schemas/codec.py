@@ -52,7 +52,8 @@ MAX_TS_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z (exclusive)
 ID_FIELDS = ("event_id", "user_id", "session_id", "item_id", "category_id")
 REQUIRED_CLICK_FIELDS = ("event_id", "user_id", "ts", "type")
 
-ERROR_CODES = (
+# What decode_click can return (stable: producers and DLQ tools match on these).
+DECODE_ERROR_CODES = (
     "not_json",
     "not_object",
     "missing_field",
@@ -61,7 +62,9 @@ ERROR_CODES = (
     "too_large",
     "unknown_event_type",
     "internal",
-    # Set by the worker, not by decode_click:
+)
+# Every DeadLetter.error_code: the decode codes plus those the worker sets itself.
+ERROR_CODES = DECODE_ERROR_CODES + (
     "key_mismatch",  # message key is not the event's user_id (would break co-partitioned state)
     "processing_error",  # the event decoded but applying or scoring it failed
 )
@@ -77,7 +80,7 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 @dataclass(frozen=True, slots=True)
 class DecodeError:
-    """Why a message is not a usable ClickEvent. `code` is one of ERROR_CODES; `message` is for humans."""
+    """Why a message is not a usable ClickEvent. `code` is one of DECODE_ERROR_CODES; `message` is for humans."""
 
     code: str
     message: str
@@ -112,8 +115,10 @@ def _fast_click_factory():
     the same layout. The result is an ordinary ClickEvent (type, eq, hash, repr and frozenness are
     ClickEvent's). If the layouts ever diverge, fall back to the plain constructor.
     """
-    fields = [(f.name, f.type) if f.default is dataclasses.MISSING else (f.name, f.type, dataclasses.field(default=f.default))
-              for f in dataclasses.fields(ClickEvent)]
+    fields = [
+        (f.name, f.type) if f.default is dataclasses.MISSING else (f.name, f.type, dataclasses.field(default=f.default))
+        for f in dataclasses.fields(ClickEvent)
+    ]
     twin = dataclasses.make_dataclass("_MutableClickEvent", fields, slots=True, eq=False, repr=False)
 
     def build(*args) -> ClickEvent:
@@ -265,7 +270,9 @@ def _ts(value) -> int:
     elif tv is str:
         ms = parse_rfc3339_ms(value)
     else:
-        raise _Invalid("bad_type", f"ts must be epoch milliseconds (integer) or an RFC 3339 string, got {_json_type(value)}")
+        raise _Invalid(
+            "bad_type", f"ts must be epoch milliseconds (integer) or an RFC 3339 string, got {_json_type(value)}"
+        )
     if not MIN_TS_MS <= ms < MAX_TS_MS:
         hint = " (looks like epoch seconds; send milliseconds)" if MIN_TS_MS // 1000 <= ms < MAX_TS_MS // 1000 else ""
         raise _Invalid("bad_value", f"ts {ms} is outside [2000-01-01, 2100-01-01) in epoch ms{hint}")

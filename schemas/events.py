@@ -2,7 +2,8 @@
 
 ClickEvent comes in on `clickstream`, IntentEvent goes out on `intents`, DeadLetter goes to
 `clickstream.dlq`. All are plain frozen dataclasses (slots, no Faust import) so the pure core and
-the offline tools can use them; `schemas.codec` adapts them to Faust topics.
+the offline tools can use them; `schemas.codec` puts them on the wire and `schemas.faust_codecs` registers
+them as Faust codecs.
 """
 from __future__ import annotations
 

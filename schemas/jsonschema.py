@@ -39,7 +39,10 @@ _ID = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": codec.MAX_ID_CH
 _OPTIONAL_ID = {"anyOf": [{"type": "string", "maxLength": codec.MAX_ID_CHARS}, _INT_ID, {"type": "null"}]}
 
 CLICK_RULES: dict[str, tuple[str, dict]] = {
-    "event_id": ("Producer-unique id of this event. String (printable) or integer; integers are read as their decimal string.", _ID),
+    "event_id": (
+        "Producer-unique id of this event. String (printable) or integer; integers are read as their decimal string.",
+        _ID,
+    ),
     "user_id": ("Shopper id; also the Kafka message key. String (printable) or integer.", _ID),
     "ts": (
         "Event time: integer epoch milliseconds, or an RFC 3339 date-time with an offset (normalized to epoch ms). "
@@ -52,23 +55,41 @@ CLICK_RULES: dict[str, tuple[str, dict]] = {
         },
     ),
     "type": ("What the shopper did.", {"type": "string", "enum": list(EVENT_TYPES)}),
-    "session_id": ("Explicit session id; when absent the engine cuts sessions after 30 minutes of inactivity.", _OPTIONAL_ID),
+    "session_id": (
+        "Explicit session id; when absent the engine cuts sessions after 30 minutes of inactivity.",
+        _OPTIONAL_ID,
+    ),
     "item_id": ("Product id, for product-level events.", _OPTIONAL_ID),
     "category_id": ("Product category id.", _OPTIONAL_ID),
-    "price": ("Unit price in the shop's currency; finite, >= 0.", {"type": ["number", "null"], "minimum": 0, "maximum": codec.MAX_PRICE}),
-    "quantity": ("Units, for cart and purchase events (default 1).", {"type": ["integer", "null"], "minimum": codec.MIN_QUANTITY, "maximum": codec.MAX_QUANTITY}),
+    "price": (
+        "Unit price in the shop's currency; finite, >= 0.",
+        {"type": ["number", "null"], "minimum": 0, "maximum": codec.MAX_PRICE},
+    ),
+    "quantity": (
+        "Units, for cart and purchase events (default 1).",
+        {"type": ["integer", "null"], "minimum": codec.MIN_QUANTITY, "maximum": codec.MAX_QUANTITY},
+    ),
     "query": ("Search text, for search events.", {"type": ["string", "null"], "maxLength": codec.MAX_QUERY_CHARS}),
-    "device": ("Device class, e.g. desktop, mobile, app.", {"type": ["string", "null"], "maxLength": codec.MAX_DEVICE_CHARS}),
+    "device": (
+        "Device class, e.g. desktop, mobile, app.",
+        {"type": ["string", "null"], "maxLength": codec.MAX_DEVICE_CHARS},
+    ),
 }
 
 INTENT_RULES: dict[str, tuple[str, dict]] = {
-    "intent_id": ("Deterministic id: the same click scored by the same model version gives the same id (dedupe on it).", {"pattern": "^[0-9a-f]{32}$"}),
+    "intent_id": (
+        "Deterministic id: the same click scored by the same model version gives the same id (dedupe on it).",
+        {"pattern": "^[0-9a-f]{32}$"},
+    ),
     "user_id": ("Shopper id (also the message key).", {}),
     "session_id": ("Session the click belongs to (explicit, or `user_id:start_ms` when cut by inactivity).", {}),
     "event_id": ("event_id of the triggering click.", {}),
     "event_ts": ("Event time of the triggering click, epoch ms.", {}),
     "p_purchase": ("Probability that this session reaches a purchase after this event.", {"minimum": 0, "maximum": 1}),
-    "intent": ("Coarse level of p_purchase (default thresholds: low < 0.3 <= medium < 0.7 <= high).", {"enum": list(INTENT_LEVELS)}),
+    "intent": (
+        "Coarse level of p_purchase (default thresholds: low < 0.3 <= medium < 0.7 <= high).",
+        {"enum": list(INTENT_LEVELS)},
+    ),
     "model_version": ("Version of the model that produced the score.", {}),
     "session_events": ("Events in the session so far, this one included.", {"minimum": 1}),
     "cart_value": ("Value currently in the session's cart.", {"minimum": 0}),
