@@ -1,0 +1,367 @@
+"""The per-user state record: rolling windows + current session + applied offsets + last emitted intents.
+
+`UserState.apply` is the only way a click changes state; it refuses an offset that was already applied
+(callers check `is_applied` first and re-emit the remembered intent instead), so a re-delivered click
+can never count twice. `to_bytes`/`from_bytes` give a compact, versioned binary record (the value of
+the Faust `users` table); see `_encode_v1` for the layout and `_DECODERS` for how older versions load.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.session import (
+    ADD_TO_CART,
+    PURCHASE,
+    RECENT_K,
+    SESSION_GAP_MS,
+    RecentEvent,
+    Session,
+    cart_delta,
+    sessionize,
+)
+from models.windows import (
+    DEFAULT_HORIZONS,
+    Horizon,
+    RollingWindows,
+    get_svarint,
+    get_uvarint,
+    put_svarint,
+    put_uvarint,
+)
+from schemas.events import ClickEvent
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"iS"  # first bytes of every user state record
+VERSION = 1  # the layout to_bytes writes
+MAX_INTENTS = 4
+
+_F64 = struct.Struct("<d")
+_F32 = struct.Struct("<f")
+_U32 = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """What shapes a state record without being stored in it (same for every user of a deployment)."""
+
+    horizons: tuple[Horizon, ...] = DEFAULT_HORIZONS
+    session_gap_ms: int = SESSION_GAP_MS
+    recent_k: int = RECENT_K
+    max_intents: int = MAX_INTENTS
+
+    def __post_init__(self) -> None:
+        if self.recent_k < 1 or self.max_intents < 1:
+            raise ValueError("recent_k and max_intents must be >= 1")
+
+
+DEFAULT_CONFIG = StateConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class RecentIntent:
+    """Enough to re-emit a byte-identical IntentEvent for a re-delivered click."""
+
+    source: str  # "topic/partition"
+    offset: int
+    p_purchase: float  # exact float64
+    scored_at: int
+    latency_ms: float
+    session_events: int
+    cart_value: float
+    recent_counts: tuple[int, ...]  # per EVENT_TYPES, last hour
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What applying one click produced; input to featurization."""
+
+    event: ClickEvent
+    session: Session  # the (possibly new) session after the event; the live object, not a snapshot
+    new_session: bool
+    position: int  # 0-based index of this event in its session
+    prev_ts_ms: int | None  # ts of the previous event in this session (None for the first)
+    recent_event: RecentEvent
+    window_features: np.ndarray  # float32 RollingWindows.features(event.ts) after adding this event
+
+
+@dataclass
+class UserState:
+    user_id: str
+    windows: RollingWindows
+    session: Session | None = None
+    applied: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> last applied offset
+    recent_intents: list[RecentIntent] = field(default_factory=list)  # newest last, at most max_intents
+    config: StateConfig = field(default=DEFAULT_CONFIG, compare=False, repr=False)
+
+    @classmethod
+    def new(cls, user_id: str, config: StateConfig = DEFAULT_CONFIG) -> "UserState":
+        return cls(user_id, RollingWindows(config.horizons), config=config)
+
+    def is_applied(self, source: str, offset: int) -> bool:
+        last = self.applied.get(source)
+        return last is not None and offset <= last
+
+    def apply(self, event: ClickEvent, source: str | None = None, offset: int | None = None) -> Step:
+        """Apply one click. With (source, offset), records the offset and refuses one already applied."""
+        if (source is None) != (offset is None):
+            raise ValueError("apply: give both source and offset, or neither")
+        if source is not None and self.is_applied(source, offset):
+            raise ValueError(f"apply: offset {offset} of {source} already applied to user {self.user_id!r} "
+                             f"(last {self.applied[source]}); check is_applied() and re-emit instead")
+        if event.user_id != self.user_id:
+            raise ValueError(f"apply: event of user {event.user_id!r} given to state of {self.user_id!r}")
+        recent = RecentEvent.from_click(event)
+        ti = recent.type_index
+        if ti == ADD_TO_CART:
+            self.windows.add(event.ts, ti, cart_value_added=cart_delta(event))
+        elif ti == PURCHASE:
+            self.windows.add(event.ts, ti, purchase_amount=cart_delta(event))
+        else:
+            self.windows.add(event.ts, ti)
+        cfg = self.config
+        session, new, prev_ts = sessionize(self.session, self.user_id, event, recent, cfg.session_gap_ms, cfg.recent_k)
+        self.session = session
+        if source is not None:
+            self.applied[source] = offset
+        return Step(event, session, new, session.n_events - 1, prev_ts, recent, self.windows.features(event.ts))
+
+    def remember_intent(self, intent: RecentIntent) -> None:
+        self.recent_intents.append(intent)
+        if len(self.recent_intents) > self.config.max_intents:
+            del self.recent_intents[: len(self.recent_intents) - self.config.max_intents]
+
+    def find_intent(self, source: str, offset: int) -> RecentIntent | None:
+        """The remembered intent for a re-delivered click, if it is still among the last few."""
+        for intent in reversed(self.recent_intents):
+            if intent.offset == offset and intent.source == source:
+                return intent
+        return None
+
+    def to_bytes(self) -> bytes:
+        out = bytearray(MAGIC)
+        out.append(VERSION)
+        _encode_v1(self, out)
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, config: StateConfig = DEFAULT_CONFIG) -> "UserState":
+        if len(data) < 3 or data[:2] != MAGIC:
+            raise ValueError(f"not a user state record (expected magic {MAGIC!r}, got {bytes(data[:2])!r})")
+        version = data[2]
+        decoder = _DECODERS.get(version)
+        if decoder is None:
+            if version > VERSION:
+                raise ValueError(f"user state record version {version} is newer than this code, which reads "
+                                 f"versions {sorted(_DECODERS)}; upgrade the worker before reading this state")
+            raise ValueError(f"user state record version {version} is no longer readable "
+                             f"(this code reads versions {sorted(_DECODERS)})")
+        state = decoder(memoryview(data), 3, config)
+        if version != VERSION:
+            log.info("migrated user state of %r from record version %d to %d", state.user_id, version, VERSION)
+        return state
+
+
+# ---- record layout v1 ------------------------------------------------------------------------------
+# "iS" 0x01
+# str user_id                                  (str = uvarint length + UTF-8)
+# RollingWindows record                        (self-delimiting, see models.windows)
+# uvarint #applied, each: str source, uvarint offset
+# u8 flags: 1 session, 2 explicit session id, 4 hidden, 8 hidden_version
+# if session: [str session_id], svarint start_ms, svarint last_ms - start_ms, uvarint n_events,
+#   f64 cart_value, [uvarint H, H x f32 hidden], [str hidden_version], uvarint #recent, each:
+#   svarint ts - previous ts (start_ms for the first), uvarint head = type << 4 | 1 item | 2 category |
+#   4 price | 8 quantity != 1, [u32 item_hash], [u32 category_hash], [f32 price], [svarint quantity]
+# uvarint #strings, each str (intent sources and model versions, deduplicated)
+# uvarint #intents, each: uvarint source idx, uvarint offset, f64 p_purchase, svarint scored_at,
+#   f64 latency_ms, uvarint session_events, f64 cart_value, uvarint #counts + uvarints, uvarint model idx
+
+_HAS_SESSION, _EXPLICIT_ID, _HAS_HIDDEN, _HAS_HIDDEN_VERSION = 1, 2, 4, 8
+_ITEM, _CATEGORY, _PRICE, _QTY = 1, 2, 4, 8
+
+
+def _put_str(out: bytearray, s: str) -> None:
+    b = s.encode("utf-8")
+    put_uvarint(out, len(b))
+    out += b
+
+
+def _get_str(data: memoryview, pos: int) -> tuple[str, int]:
+    n, pos = get_uvarint(data, pos)
+    if pos + n > len(data):
+        raise ValueError("truncated string")
+    return str(data[pos:pos + n], "utf-8"), pos + n
+
+
+def _encode_v1(state: UserState, out: bytearray) -> None:
+    _put_str(out, state.user_id)
+    out += state.windows.to_bytes()
+    put_uvarint(out, len(state.applied))
+    for source, offset in state.applied.items():
+        _put_str(out, source)
+        put_uvarint(out, offset)
+
+    s = state.session
+    flags = 0
+    if s is not None:
+        flags |= _HAS_SESSION
+        if s.session_id != f"{state.user_id}:{s.start_ms}":
+            flags |= _EXPLICIT_ID  # derived ids are rebuilt on decode, saving ~20 bytes
+        if s.hidden is not None:
+            if s.hidden.dtype != np.float32 or s.hidden.ndim != 1:
+                raise ValueError(f"session hidden state must be float32 (H,), got {s.hidden.dtype} {s.hidden.shape}")
+            flags |= _HAS_HIDDEN
+        if s.hidden_version is not None:
+            flags |= _HAS_HIDDEN_VERSION
+    out.append(flags)
+    if s is not None:
+        if flags & _EXPLICIT_ID:
+            _put_str(out, s.session_id)
+        put_svarint(out, s.start_ms)
+        put_svarint(out, s.last_ms - s.start_ms)
+        put_uvarint(out, s.n_events)
+        out += _F64.pack(s.cart_value)
+        if flags & _HAS_HIDDEN:
+            put_uvarint(out, s.hidden.shape[0])
+            out += s.hidden.astype("<f4", copy=False).tobytes()
+        if flags & _HAS_HIDDEN_VERSION:
+            _put_str(out, s.hidden_version)
+        put_uvarint(out, len(s.recent))
+        prev = s.start_ms
+        for r in s.recent:
+            put_svarint(out, r.ts_ms - prev)
+            prev = r.ts_ms
+            head = r.type_index << 4
+            if r.item_hash:
+                head |= _ITEM
+            if r.category_hash:
+                head |= _CATEGORY
+            if r.price:
+                head |= _PRICE
+            if r.quantity != 1:
+                head |= _QTY
+            put_uvarint(out, head)
+            if r.item_hash:
+                out += _U32.pack(r.item_hash)
+            if r.category_hash:
+                out += _U32.pack(r.category_hash)
+            if r.price:
+                out += _F32.pack(r.price)
+            if r.quantity != 1:
+                put_svarint(out, r.quantity)
+
+    strings: dict[str, int] = {}
+    for it in state.recent_intents:
+        strings.setdefault(it.source, len(strings))
+        strings.setdefault(it.model_version, len(strings))
+    put_uvarint(out, len(strings))
+    for text in strings:
+        _put_str(out, text)
+    put_uvarint(out, len(state.recent_intents))
+    for it in state.recent_intents:
+        put_uvarint(out, strings[it.source])
+        put_uvarint(out, it.offset)
+        out += _F64.pack(it.p_purchase)
+        put_svarint(out, it.scored_at)
+        out += _F64.pack(it.latency_ms)
+        put_uvarint(out, it.session_events)
+        out += _F64.pack(it.cart_value)
+        put_uvarint(out, len(it.recent_counts))
+        for c in it.recent_counts:
+            put_uvarint(out, c)
+        put_uvarint(out, strings[it.model_version])
+
+
+def _decode_v1(data: memoryview, pos: int, config: StateConfig) -> UserState:
+    try:
+        user_id, pos = _get_str(data, pos)
+        windows, pos = RollingWindows.decode_from(data, pos, config.horizons)
+        applied: dict[str, int] = {}
+        n, pos = get_uvarint(data, pos)
+        for _ in range(n):
+            source, pos = _get_str(data, pos)
+            applied[source], pos = get_uvarint(data, pos)
+
+        flags = data[pos]
+        pos += 1
+        session = None
+        if flags & _HAS_SESSION:
+            session_id = None
+            if flags & _EXPLICIT_ID:
+                session_id, pos = _get_str(data, pos)
+            start, pos = get_svarint(data, pos)
+            last, pos = get_svarint(data, pos)
+            n_events, pos = get_uvarint(data, pos)
+            (cart,) = _F64.unpack_from(data, pos)
+            pos += 8
+            hidden = hidden_version = None
+            if flags & _HAS_HIDDEN:
+                h, pos = get_uvarint(data, pos)
+                hidden = np.frombuffer(data, dtype="<f4", count=h, offset=pos).astype(np.float32)
+                pos += 4 * h
+            if flags & _HAS_HIDDEN_VERSION:
+                hidden_version, pos = _get_str(data, pos)
+            n, pos = get_uvarint(data, pos)
+            recent = []
+            ts = start
+            for _ in range(n):
+                dts, pos = get_svarint(data, pos)
+                ts += dts
+                head, pos = get_uvarint(data, pos)
+                item = cat = 0
+                price = 0.0
+                qty = 1
+                if head & _ITEM:
+                    (item,) = _U32.unpack_from(data, pos)
+                    pos += 4
+                if head & _CATEGORY:
+                    (cat,) = _U32.unpack_from(data, pos)
+                    pos += 4
+                if head & _PRICE:
+                    (price,) = _F32.unpack_from(data, pos)
+                    pos += 4
+                if head & _QTY:
+                    qty, pos = get_svarint(data, pos)
+                recent.append(RecentEvent(ts, head >> 4, item, cat, price, qty))
+            session = Session(session_id or f"{user_id}:{start}", start, start + last, n_events, cart,
+                              hidden, hidden_version, recent)
+
+        n, pos = get_uvarint(data, pos)
+        strings = []
+        for _ in range(n):
+            text, pos = _get_str(data, pos)
+            strings.append(text)
+        n, pos = get_uvarint(data, pos)
+        intents = []
+        for _ in range(n):
+            src, pos = get_uvarint(data, pos)
+            offset, pos = get_uvarint(data, pos)
+            p, scored_at_pos = _F64.unpack_from(data, pos)[0], pos + 8
+            scored_at, pos = get_svarint(data, scored_at_pos)
+            (latency,) = _F64.unpack_from(data, pos)
+            session_events, pos = get_uvarint(data, pos + 8)
+            (cart_value,) = _F64.unpack_from(data, pos)
+            k, pos = get_uvarint(data, pos + 8)
+            counts = []
+            for _ in range(k):
+                c, pos = get_uvarint(data, pos)
+                counts.append(c)
+            model, pos = get_uvarint(data, pos)
+            intents.append(RecentIntent(strings[src], offset, p, scored_at, latency, session_events,
+                                        cart_value, tuple(counts), strings[model]))
+    except (IndexError, struct.error, UnicodeDecodeError) as e:
+        raise ValueError(f"corrupt user state record (v1): {e}") from e
+    if pos != len(data):
+        raise ValueError(f"corrupt user state record (v1): {len(data) - pos} trailing bytes")
+    return UserState(user_id, windows, session, applied, intents, config)
+
+
+# Record version -> decoder returning a current UserState. To change the layout: bump VERSION, write
+# _encode_v2/_decode_v2, and keep _decode_v1 here (it migrates by building the current objects), plus a
+# checked-in v1 record under tests/unit/state_fixtures/ that must still load.
+_DECODERS = {1: _decode_v1}
