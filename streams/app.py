@@ -61,7 +61,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     intents = app.topic(settings.intents_topic, partitions=settings.partitions, **raw)
     dead_letters = app.topic(settings.dlq_topic, partitions=1, **raw)
     # One record per user: windows, session, GRU hidden state, last applied offset, recent intents.
-    users = app.Table("users", partitions=settings.partitions, options={"driver": "rocksdict"}, **raw)
+    users = app.Table("users", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+                      options={"driver": "rocksdict"})
 
     state: dict[str, Pipeline] = {}
     app.intentstream = state  # type: ignore[attr-defined]  # for the web views and tests

@@ -79,6 +79,9 @@ def produce_events(events: Iterable, bootstrap: str, topic: str, rate: float = 0
 def run_load(args: argparse.Namespace) -> int:
     if not args.simulate and not args.file:
         raise SystemExit("load: give --simulate N or --file PATH --format FMT")
+    from .topics import ensure_topics
+
+    ensure_topics(args.bootstrap, {args.topic: args.partitions})
     t0 = time.monotonic()
     n = produce_events(iter_source_events(args), args.bootstrap, args.topic, args.rate, args.limit)
     dt = time.monotonic() - t0
@@ -199,6 +202,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_source_args(p)
     p.add_argument("--bootstrap", default=bootstrap)
     p.add_argument("--topic", default="clickstream")
+    p.add_argument("--partitions", type=int, default=6, help="if the topic must be created")
     p.add_argument("--rate", type=float, default=0.0, help="events/s (0 = as fast as possible)")
     p.add_argument("--limit", type=int)
     p.set_defaults(func=run_load)

@@ -28,7 +28,7 @@ def ensure_topics(bootstrap: str, partitions: dict[str, int]) -> None:
             except TopicAlreadyExistsError:  # another worker won the race
                 pass
             log.info("created topics %s", [t.name for t in missing])
-        described = {d["topic"]: len(d["partitions"]) for d in admin.describe_topics(list(partitions))}
+        described = {d.get("name", d.get("topic")): len(d["partitions"]) for d in admin.describe_topics(list(partitions))}
     finally:
         admin.close()
     for name, n in partitions.items():

@@ -39,7 +39,8 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs={log_dirs}
 num.partitions=1
-auto.create.topics.enable=true
+# Topics are created explicitly with the right partition count (co-partitioning); a typo fails loudly.
+auto.create.topics.enable=false
 # Single node: every internal topic has one replica.
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=8
