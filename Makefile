@@ -20,7 +20,7 @@ setup: $(STAMP) deploy/kafka/lib/.resolved
 
 ## The demo: broker, worker, simulated shoppers, live intents (Ctrl-C stops it).
 demo: setup
-	$(BIN)/intentstream demo
+	$(BIN)/intentstream demo $(ARGS)
 
 ## All tests: unit tests and integration tests against a real broker this run starts and stops.
 test: setup
