@@ -90,6 +90,9 @@ def print_optimal_stats(seen: list[tuple[str, str, float]]) -> None:
 
     p, y, pos = prefix_labels(seen)
     print(f"prefixes {len(p)}  positive rate {y.mean():.4f}  mean optimal p {p.mean():.4f}")
+    if not 0 < y.sum() < len(y):
+        print("optimal ROC AUC: n/a (needs prefixes with and without a later purchase)")
+        return
     print(f"optimal ROC AUC (all pre-purchase prefixes): {roc_auc_score(y, p):.4f}")
     for k in range(10):
         m = pos == k

@@ -258,3 +258,24 @@ def test_score_recomputed_from_observable_events_only():
     assert checked > 1000
     moved = max(float(np.abs(v - np.array(CLASS_PRIOR)).max()) for v in class_post.values())
     assert moved > 0.2  # histories do move the class belief
+
+
+def test_simulate_command_writes_decodable_jsonl_with_scores(tmp_path, capsys):
+    import argparse
+
+    import orjson
+
+    from models import data_cli
+    from models.loaders import load
+
+    parser = argparse.ArgumentParser()
+    data_cli.register(parser.add_subparsers())
+    out = tmp_path / "sim.jsonl"
+    args = parser.parse_args(["simulate", "--users", "30", "--days", "3", "--seed", "4", "--out", str(out), "--stats"])
+    assert args.func(args) == 0
+    expected = list(simulate(SimConfig(n_users=30, n_days=3, seed=4)))
+    res = load(out, "jsonl")
+    assert res.bad_rows == 0 and res.events == [ev for ev, _ in expected]
+    scores = [orjson.loads(line)["_p_optimal"] for line in out.read_bytes().splitlines()]
+    assert scores == [p for _, p in expected]
+    assert "optimal ROC AUC" in capsys.readouterr().out
