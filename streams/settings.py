@@ -25,6 +25,7 @@ class Settings:
     max_wait: float = 0.005  # seconds to wait for a batch to fill (bounds added latency)
     data_dir: Path = REPO_ROOT / "var" / "worker"
     web_port: int = 6066
+    web_bind: str = "127.0.0.1"  # 0.0.0.0 in containers, so Prometheus can scrape /metrics
     web_enabled: bool = True
     model_dir: Path | None = None  # None: the shipped default model
     device: str = "auto"  # auto | cpu | cuda
@@ -32,7 +33,12 @@ class Settings:
     standby_replicas: int = 0
     session_gap_min: float = 30.0
     torch_threads: int = 1
-    extra: dict = field(default_factory=dict)  # Kafka client pass-through (security settings)
+    # Operations (docs/operations.md): model hot swap, right to erasure, pseudonymization.
+    control_topic: str = "intentstream.control"  # "" disables model deploys through Kafka
+    erasure_topic: str = "intentstream.erasure"  # co-partitioned with the source topics; "" disables forget
+    registry_dir: Path = REPO_ROOT / "var" / "registry"  # where `intentstream deploy` copies artifacts
+    pseudonym_key: str = field(default="", repr=False)  # HMAC key; non-empty turns pseudonymization on
+    extra: dict = field(default_factory=dict)  # Kafka security pass-through (kafka_security_from_env)
 
     @property
     def broker_url(self) -> str:
@@ -46,7 +52,7 @@ def _convert(name: str, raw: str):
     default = getattr(Settings, name, None)
     if name == "source_topics":
         return tuple(t.strip() for t in raw.split(",") if t.strip())
-    if name in ("data_dir", "model_dir"):
+    if name in ("data_dir", "model_dir", "registry_dir"):
         return Path(raw)
     if isinstance(default, bool):
         return raw.lower() in ("1", "true", "yes", "on")
@@ -70,17 +76,56 @@ def settings_from_env(**overrides) -> Settings:
 
 
 def kafka_security_from_env() -> dict:
-    """SASL/SSL pass-through for Faust's broker settings (see README, Operations)."""
+    """SASL/SSL settings from INTENTSTREAM_KAFKA_* variables, under kafka-python's names.
+
+    Kept Faust-free here; `faust_security` and `client_security` turn them into what each client takes.
+    """
     mapping = {
-        "KAFKA_SECURITY_PROTOCOL": "broker_credentials_protocol",
-        "KAFKA_SASL_MECHANISM": "sasl_mechanism",
-        "KAFKA_SASL_USERNAME": "sasl_username",
-        "KAFKA_SASL_PASSWORD": "sasl_password",
+        "KAFKA_SECURITY_PROTOCOL": "security_protocol",  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+        "KAFKA_SASL_MECHANISM": "sasl_mechanism",  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+        "KAFKA_SASL_USERNAME": "sasl_plain_username",
+        "KAFKA_SASL_PASSWORD": "sasl_plain_password",
         "KAFKA_SSL_CAFILE": "ssl_cafile",
         "KAFKA_SSL_CERTFILE": "ssl_certfile",
         "KAFKA_SSL_KEYFILE": "ssl_keyfile",
     }
     return {key: os.environ[_ENV + env] for env, key in mapping.items() if os.environ.get(_ENV + env)}
+
+
+def _ssl_context(security: dict):
+    import ssl
+
+    ctx = ssl.create_default_context(purpose=ssl.Purpose.SERVER_AUTH, cafile=security.get("ssl_cafile"))
+    if security.get("ssl_certfile"):
+        ctx.load_cert_chain(security["ssl_certfile"], keyfile=security.get("ssl_keyfile"))
+    return ctx
+
+
+def faust_security(security: dict) -> dict:
+    """faust.App keyword arguments: `broker_credentials` (faust/types/settings/settings.py)."""
+    protocol = security.get("security_protocol", "PLAINTEXT").upper()
+    if protocol == "PLAINTEXT":
+        return {}
+    import faust
+
+    ctx = _ssl_context(security) if protocol.endswith("SSL") else None
+    if protocol.startswith("SASL"):
+        creds = faust.SASLCredentials(username=security.get("sasl_plain_username"),
+                                      password=security.get("sasl_plain_password"),
+                                      mechanism=security.get("sasl_mechanism", "PLAIN"), ssl_context=ctx)
+        return {"broker_credentials": creds}
+    if protocol == "SSL":
+        return {"broker_credentials": faust.SSLCredentials(ctx)}
+    raise ValueError(f"unsupported INTENTSTREAM_KAFKA_SECURITY_PROTOCOL {protocol!r}")
+
+
+def client_security(security: dict, flavor: str = "kafka-python") -> dict:
+    """Keyword arguments for KafkaProducer/KafkaConsumer/KafkaAdminClient, or for aiokafka clients."""
+    if flavor == "kafka-python" or not any(k.startswith("ssl_") for k in security):
+        return dict(security)
+    out = {k: v for k, v in security.items() if not k.startswith("ssl_")}
+    out["ssl_context"] = _ssl_context(security)
+    return out
 
 
 def add_worker_args(p: argparse.ArgumentParser) -> None:
@@ -95,6 +140,7 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-wait", dest="max_wait", type=float, help="seconds")
     p.add_argument("--data-dir", dest="data_dir", type=Path)
     p.add_argument("--web-port", dest="web_port", type=int)
+    p.add_argument("--web-bind", dest="web_bind", help="address for /health, /metrics, /dashboard (0.0.0.0 in containers)")
     p.add_argument("--model", dest="model_dir", type=Path, help="model artifact dir (default: shipped model)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--standby-replicas", dest="standby_replicas", type=int)
