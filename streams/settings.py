@@ -38,7 +38,7 @@ class Settings:
     erasure_topic: str = "intentstream.erasure"  # co-partitioned with the source topics; "" disables forget
     registry_dir: Path = REPO_ROOT / "var" / "registry"  # where `intentstream deploy` copies artifacts
     pseudonym_key: str = field(default="", repr=False)  # HMAC key; non-empty turns pseudonymization on
-    extra: dict = field(default_factory=dict)  # Kafka security pass-through (kafka_security_from_env)
+    extra: dict = field(default_factory=dict, repr=False)  # Kafka security pass-through (holds passwords)
 
     @property
     def broker_url(self) -> str:
