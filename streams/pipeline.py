@@ -67,10 +67,12 @@ def now_ms() -> float:
 
 
 class Pipeline:
-    def __init__(self, scorer: Scorer, max_message_bytes: int = 65_536, state_config: StateConfig = DEFAULT_CONFIG):
-        self.scorer = scorer
+    def __init__(self, scorer: Scorer, max_message_bytes: int = 65_536, state_config: StateConfig = DEFAULT_CONFIG,
+                 pseudonymize: Callable[[str], str] | None = None):
+        self.scorer = scorer  # swapped between batches by streams.control (model hot swap)
         self.max_message_bytes = max_message_bytes
         self.state_config = state_config
+        self.pseudonymize = pseudonymize  # streams.privacy.Pseudonymizer, or None
 
     # -------------------------------------------------------------------------------- public
     def process(self, records: list[Record], load_state: StateLoader) -> BatchResult:
@@ -115,6 +117,10 @@ class Pipeline:
                               f"message key {rec.key[:64]!r} is not the event's user_id (partitioning needs key = user_id)",
                               result)
             return None
+        if self.pseudonymize is not None:
+            # After the key check (the key is the clear id), before state, intents and logs see the id.
+            # The event was just decoded and is not shared, so setting the field in place is safe and cheap.
+            object.__setattr__(decoded, "user_id", self.pseudonymize(decoded.user_id))
         return decoded
 
     def _dead_letter(self, rec: Record, code: str, message: str, result: BatchResult) -> None:
