@@ -50,6 +50,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         table_standby_replicas=settings.standby_replicas,
+        # Faust's 60 s default would stall a killed worker's partitions for a minute.
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 5),
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=2,
         broker_commit_every=2000,

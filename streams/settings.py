@@ -31,6 +31,7 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda
     max_message_bytes: int = 65_536
     standby_replicas: int = 0
+    session_timeout: float = 10.0  # seconds without heartbeats before the group moves a dead worker's partitions
     session_gap_min: float = 30.0
     torch_threads: int = 1
     # Operations (docs/operations.md): model hot swap, right to erasure, pseudonymization.
@@ -143,7 +144,10 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web-bind", dest="web_bind", help="address for /health, /metrics, /dashboard (0.0.0.0 in containers)")
     p.add_argument("--model", dest="model_dir", type=Path, help="model artifact dir (default: shipped model)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--standby-replicas", dest="standby_replicas", type=int)
+    p.add_argument("--standby-replicas", dest="standby_replicas", type=int,
+                   help="warm copies of each table partition on other workers (faster failover)")
+    p.add_argument("--session-timeout", dest="session_timeout", type=float,
+                   help="seconds before a silent worker's partitions move (failover time)")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -81,3 +81,190 @@ def tail(path: Path, n: int = 4000) -> str:
         return path.read_text(errors="replace")[-n:]
     except OSError:
         return "(no log)"
+
+
+def read_changelog(bootstrap: str, topic: str, timeout_s: float = 20.0) -> dict[bytes, bytes | None]:
+    """Last value per key of a (compacted) changelog topic, read to its current end; None = tombstone."""
+    from kafka import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        latest: dict[bytes, bytes | None] = {}
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in parts) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=300).values():
+                for r in batch:
+                    latest[r.key] = r.value
+    finally:
+        consumer.close()
+    return latest
+
+
+def read_table_files(data_dir: Path, table: str = "users") -> dict[bytes, bytes]:
+    """Every key of a stopped worker's RocksDB table partitions, read straight from disk."""
+    from rocksdict import AccessType, Rdict
+
+    merged: dict[bytes, bytes] = {}
+    for path in sorted((data_dir / "v1" / "tables").glob(f"{table}-*.db")):
+        db = Rdict(str(path), access_type=AccessType.read_only())
+        try:
+            # Faust keeps each partition's changelog offset under a reserved key beside the data.
+            merged.update({k: v for k, v in db.items() if not k.startswith(b"__faust\x00")})
+        finally:
+            db.close()
+    return merged
+
+
+def group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
+    """True when the consumer group's committed offsets reached the topic's end offsets."""
+    from kafka import TopicPartition
+
+    # A consumer that never subscribes does not join the group; it only fetches the group's offsets.
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        end = consumer.end_offsets(parts)
+        return all((consumer.committed(tp) or 0) >= end[tp] for tp in parts)
+    finally:
+        consumer.close()
+
+
+def rewind_group(bootstrap: str, group: str, topic: str) -> None:
+    """Commit offset 0 for every partition of `topic` in `group` (no member may be active)."""
+    from kafka import OffsetAndMetadata, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.commit({tp: OffsetAndMetadata(0, "", -1) for tp in parts})
+    finally:
+        consumer.close()
+
+
+def wait_until(predicate, timeout_s: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+# ---------------------------------------------------------------- scaling, faults and replay (issue 7)
+def make_model(out_dir: Path, seed: int = 0, hidden_size: int = 32) -> Path:
+    """A small random-weight model artifact: the tests compare pipelines, not model quality."""
+    import torch
+
+    from models import artifacts
+    from models.features import FeatureSpec
+    from models.gru import GRUConfig, IntentGRU
+
+    torch.manual_seed(seed)
+    spec = FeatureSpec()
+    artifacts.save(IntentGRU(GRUConfig.from_spec(spec, hidden_size=hidden_size)), {"threshold": 0.5}, out_dir, spec)
+    return out_dir
+
+
+def produce(bootstrap: str, topic: str, events, rate: float = 0.0) -> None:
+    """ClickEvents keyed by user id with their event time as record time, paced when rate > 0."""
+    from streams.commands import produce_events
+
+    produce_events(events, bootstrap, topic, rate=rate)
+
+
+def group_assignment(bootstrap: str, group: str, topic: str) -> dict[str, set[int]]:
+    """member id -> partitions of `topic` assigned to it, as the group coordinator sees it now."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        (desc,) = admin.describe_consumer_groups([group])
+    finally:
+        admin.close()
+    out: dict[str, set[int]] = {}
+    for m in desc.members:
+        parts: set[int] = set()
+        assignment = m.member_assignment
+        for t, ps in (assignment.assignment if assignment is not None else []):
+            if t == topic:
+                parts.update(ps)
+        out[m.member_id] = parts
+    return out
+
+
+def wait_for(predicate, timeout_s: float, every: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"{what} not reached in {timeout_s:.0f}s")
+
+
+def intents_by_event(intents: list[dict]) -> tuple[dict[str, list[dict]], int]:
+    """event id -> its intents, and the number of duplicates; asserts duplicates are exact copies."""
+    by_id: dict[str, list[dict]] = {}
+    for intent in intents:
+        by_id.setdefault(intent["event_id"], []).append(intent)
+    for event_id, copies in by_id.items():
+        assert all(c == copies[0] for c in copies), f"duplicate intents for {event_id} differ: {copies}"
+    return by_id, sum(len(v) - 1 for v in by_id.values())
+
+
+def changelog_states(bootstrap: str, app_id: str, table: str = "users", timeout_s: float = 30.0) -> dict:
+    """user id -> UserState: the last value per key of the table's changelog topic."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from models.state import UserState
+
+    topic = f"{app_id}-{table}-changelog"
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        last: dict[bytes, bytes | None] = {}
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                for r in batch:
+                    last[r.key] = r.value
+    finally:
+        consumer.close()
+    return {k.decode(): UserState.from_bytes(v) for k, v in last.items() if v is not None}
+
+
+def reference_states(events) -> dict:
+    """user id -> UserState after applying all of the user's events offline, in order."""
+    from models.state import UserState
+
+    states: dict = {}
+    for ev in events:
+        state = states.get(ev.user_id)
+        if state is None:
+            state = states[ev.user_id] = UserState.new(ev.user_id)
+        state.apply(ev)
+    return states
+
+
+def window_mismatches(live: dict, reference: dict, now_ms: int) -> list[str]:
+    """Users whose rolling-window features (at now_ms and at their last event) differ from the reference."""
+    import numpy as np
+
+    bad = [uid for uid in reference if uid not in live]
+    for uid, ref in reference.items():
+        got = live.get(uid)
+        if got is None:
+            continue
+        last = ref.session.last_ms if ref.session is not None else now_ms
+        for t in (last, now_ms):
+            if not np.array_equal(got.windows.features(t), ref.windows.features(t)):
+                bad.append(uid)
+                break
+    return bad
