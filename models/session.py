@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -19,6 +20,8 @@ SESSION_GAP_MS = 30 * 60 * 1000
 RECENT_K = 32
 
 _F32 = struct.Struct("<f")
+# Item and category ids repeat a lot (popular items); a bounded cache skips most blake2b calls.
+_hash = lru_cache(maxsize=1 << 16)(stable_hash)
 ADD_TO_CART = EVENT_TYPE_INDEX["add_to_cart"]
 REMOVE_FROM_CART = EVENT_TYPE_INDEX["remove_from_cart"]
 PURCHASE = EVENT_TYPE_INDEX["purchase"]
@@ -45,8 +48,8 @@ class RecentEvent:
         return cls(
             event.ts,
             EVENT_TYPE_INDEX[event.type],
-            stable_hash(event.item_id),
-            stable_hash(event.category_id),
+            _hash(event.item_id),
+            _hash(event.category_id),
             to_float32(event.price) if event.price else 0.0,
             1 if event.quantity is None else event.quantity,
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import struct
+import sys
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,8 +29,10 @@ from models.windows import (
     DEFAULT_HORIZONS,
     Horizon,
     RollingWindows,
+    get_array,
     get_svarint,
     get_uvarint,
+    put_array,
     put_svarint,
     put_uvarint,
 )
@@ -41,8 +45,6 @@ VERSION = 1  # the layout to_bytes writes
 MAX_INTENTS = 4
 
 _F64 = struct.Struct("<d")
-_F32 = struct.Struct("<f")
-_U32 = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
@@ -168,21 +170,26 @@ class UserState:
 
 
 # ---- record layout v1 ------------------------------------------------------------------------------
+# Columns of fixed-width ints (models.windows.put_array: a width code byte + a little-endian array) pack
+# far faster in pure Python than one varint per value, and the record is re-encoded on every batch write.
+#
 # "iS" 0x01
 # str user_id                                  (str = uvarint length + UTF-8)
 # RollingWindows record                        (self-delimiting, see models.windows)
 # uvarint #applied, each: str source, uvarint offset
 # u8 flags: 1 session, 2 explicit session id, 4 hidden, 8 hidden_version
 # if session: [str session_id], svarint start_ms, svarint last_ms - start_ms, uvarint n_events,
-#   f64 cart_value, [uvarint H, H x f32 hidden], [str hidden_version], uvarint #recent, each:
-#   svarint ts - previous ts (start_ms for the first), uvarint head = type << 4 | 1 item | 2 category |
-#   4 price | 8 quantity != 1, [u32 item_hash], [u32 category_hash], [f32 price], [svarint quantity]
+#   f64 cart_value, [uvarint H, H x f32 hidden], [str hidden_version], uvarint #recent (n), and if n:
+#   column ts - previous ts (start_ms for the first), column type_index, u8 columns present
+#   (1 item, 2 category, 4 price, 8 quantity; a column is left out when it is all 0 / all 1 for quantity),
+#   [column item_hash], [column category_hash], [n x f32 price], [signed column quantity]
 # uvarint #strings, each str (intent sources and model versions, deduplicated)
-# uvarint #intents, each: uvarint source idx, uvarint offset, f64 p_purchase, svarint scored_at,
-#   f64 latency_ms, uvarint session_events, f64 cart_value, uvarint #counts + uvarints, uvarint model idx
+# uvarint #intents, each: u64 offset, i64 scored_at, f64 p_purchase, f64 latency_ms, f64 cart_value,
+#   u32 session_events, uvarint source idx, uvarint model idx, uvarint #counts, column counts
 
 _HAS_SESSION, _EXPLICIT_ID, _HAS_HIDDEN, _HAS_HIDDEN_VERSION = 1, 2, 4, 8
-_ITEM, _CATEGORY, _PRICE, _QTY = 1, 2, 4, 8
+_ITEMS, _CATEGORIES, _PRICES, _QUANTITIES = 1, 2, 4, 8
+_INTENT = struct.Struct("<QqdddI")
 
 
 def _put_str(out: bytearray, s: str) -> None:
@@ -196,6 +203,23 @@ def _get_str(data: memoryview, pos: int) -> tuple[str, int]:
     if pos + n > len(data):
         raise ValueError("truncated string")
     return str(data[pos:pos + n], "utf-8"), pos + n
+
+
+def _put_f32s(out: bytearray, values: list[float]) -> None:
+    arr = array("f", values)
+    if sys.byteorder == "big":
+        arr.byteswap()
+    out += arr.tobytes()
+
+
+def _get_f32s(data: memoryview, pos: int, n: int) -> tuple[list[float], int]:
+    arr = array("f")
+    if pos + 4 * n > len(data):
+        raise ValueError("truncated float column")
+    arr.frombytes(data[pos:pos + 4 * n])
+    if sys.byteorder == "big":
+        arr.byteswap()
+    return arr.tolist(), pos + 4 * n
 
 
 def _encode_v1(state: UserState, out: bytearray) -> None:
@@ -231,29 +255,27 @@ def _encode_v1(state: UserState, out: bytearray) -> None:
             out += s.hidden.astype("<f4", copy=False).tobytes()
         if flags & _HAS_HIDDEN_VERSION:
             _put_str(out, s.hidden_version)
-        put_uvarint(out, len(s.recent))
-        prev = s.start_ms
-        for r in s.recent:
-            put_svarint(out, r.ts_ms - prev)
-            prev = r.ts_ms
-            head = r.type_index << 4
-            if r.item_hash:
-                head |= _ITEM
-            if r.category_hash:
-                head |= _CATEGORY
-            if r.price:
-                head |= _PRICE
-            if r.quantity != 1:
-                head |= _QTY
-            put_uvarint(out, head)
-            if r.item_hash:
-                out += _U32.pack(r.item_hash)
-            if r.category_hash:
-                out += _U32.pack(r.category_hash)
-            if r.price:
-                out += _F32.pack(r.price)
-            if r.quantity != 1:
-                put_svarint(out, r.quantity)
+        recent = s.recent
+        put_uvarint(out, len(recent))
+        if recent:
+            ts = [r.ts_ms for r in recent]
+            put_array(out, [b - a for a, b in zip([s.start_ms] + ts, ts)], signed=True)
+            put_array(out, [r.type_index for r in recent])
+            items = [r.item_hash for r in recent]
+            cats = [r.category_hash for r in recent]
+            prices = [r.price for r in recent]
+            qtys = [r.quantity for r in recent]
+            present = ((_ITEMS if any(items) else 0) | (_CATEGORIES if any(cats) else 0)
+                       | (_PRICES if any(prices) else 0) | (_QUANTITIES if qtys.count(1) != len(qtys) else 0))
+            out.append(present)
+            if present & _ITEMS:
+                put_array(out, items)
+            if present & _CATEGORIES:
+                put_array(out, cats)
+            if present & _PRICES:
+                _put_f32s(out, prices)
+            if present & _QUANTITIES:
+                put_array(out, qtys, signed=True)
 
     strings: dict[str, int] = {}
     for it in state.recent_intents:
@@ -264,17 +286,11 @@ def _encode_v1(state: UserState, out: bytearray) -> None:
         _put_str(out, text)
     put_uvarint(out, len(state.recent_intents))
     for it in state.recent_intents:
+        out += _INTENT.pack(it.offset, it.scored_at, it.p_purchase, it.latency_ms, it.cart_value, it.session_events)
         put_uvarint(out, strings[it.source])
-        put_uvarint(out, it.offset)
-        out += _F64.pack(it.p_purchase)
-        put_svarint(out, it.scored_at)
-        out += _F64.pack(it.latency_ms)
-        put_uvarint(out, it.session_events)
-        out += _F64.pack(it.cart_value)
-        put_uvarint(out, len(it.recent_counts))
-        for c in it.recent_counts:
-            put_uvarint(out, c)
         put_uvarint(out, strings[it.model_version])
+        put_uvarint(out, len(it.recent_counts))
+        put_array(out, list(it.recent_counts))
 
 
 def _decode_v1(data: memoryview, pos: int, config: StateConfig) -> UserState:
@@ -308,26 +324,20 @@ def _decode_v1(data: memoryview, pos: int, config: StateConfig) -> UserState:
                 hidden_version, pos = _get_str(data, pos)
             n, pos = get_uvarint(data, pos)
             recent = []
-            ts = start
-            for _ in range(n):
-                dts, pos = get_svarint(data, pos)
-                ts += dts
-                head, pos = get_uvarint(data, pos)
-                item = cat = 0
-                price = 0.0
-                qty = 1
-                if head & _ITEM:
-                    (item,) = _U32.unpack_from(data, pos)
-                    pos += 4
-                if head & _CATEGORY:
-                    (cat,) = _U32.unpack_from(data, pos)
-                    pos += 4
-                if head & _PRICE:
-                    (price,) = _F32.unpack_from(data, pos)
-                    pos += 4
-                if head & _QTY:
-                    qty, pos = get_svarint(data, pos)
-                recent.append(RecentEvent(ts, head >> 4, item, cat, price, qty))
+            if n:
+                deltas, pos = get_array(data, pos, n, signed=True)
+                types, pos = get_array(data, pos, n)
+                present = data[pos]
+                pos += 1
+                zeros = [0] * n
+                items, pos = get_array(data, pos, n) if present & _ITEMS else (zeros, pos)
+                cats, pos = get_array(data, pos, n) if present & _CATEGORIES else (zeros, pos)
+                prices, pos = _get_f32s(data, pos, n) if present & _PRICES else ([0.0] * n, pos)
+                qtys, pos = get_array(data, pos, n, signed=True) if present & _QUANTITIES else ([1] * n, pos)
+                ts = start
+                for d, ti, item, cat, price, qty in zip(deltas, types, items, cats, prices, qtys):
+                    ts += d
+                    recent.append(RecentEvent(ts, ti, item, cat, price, qty))
             session = Session(session_id or f"{user_id}:{start}", start, start + last, n_events, cart,
                               hidden, hidden_version, recent)
 
@@ -339,19 +349,11 @@ def _decode_v1(data: memoryview, pos: int, config: StateConfig) -> UserState:
         n, pos = get_uvarint(data, pos)
         intents = []
         for _ in range(n):
-            src, pos = get_uvarint(data, pos)
-            offset, pos = get_uvarint(data, pos)
-            p, scored_at_pos = _F64.unpack_from(data, pos)[0], pos + 8
-            scored_at, pos = get_svarint(data, scored_at_pos)
-            (latency,) = _F64.unpack_from(data, pos)
-            session_events, pos = get_uvarint(data, pos + 8)
-            (cart_value,) = _F64.unpack_from(data, pos)
-            k, pos = get_uvarint(data, pos + 8)
-            counts = []
-            for _ in range(k):
-                c, pos = get_uvarint(data, pos)
-                counts.append(c)
+            offset, scored_at, p, latency, cart_value, session_events = _INTENT.unpack_from(data, pos)
+            src, pos = get_uvarint(data, pos + _INTENT.size)
             model, pos = get_uvarint(data, pos)
+            k, pos = get_uvarint(data, pos)
+            counts, pos = get_array(data, pos, k)
             intents.append(RecentIntent(strings[src], offset, p, scored_at, latency, session_events,
                                         cart_value, tuple(counts), strings[model]))
     except (IndexError, struct.error, UnicodeDecodeError) as e:

@@ -144,6 +144,22 @@ def test_versions_and_corruption_give_clear_errors():
         UserState.from_bytes(data, StateConfig(horizons=DEFAULT_HORIZONS[:2]))
 
 
+def test_full_session_record_fits_budget():
+    """K=32 recent clicks with every field, H=64, 4 intents: a busy but real user stays <= 2 KiB."""
+    state = UserState.new(USER)
+    for i in range(40):
+        state.apply(ClickEvent(f"e{i}", USER, BASE_TS + 50_000 * i, EVENT_TYPES[i % 8], session_id="web-0123456789",
+                               item_id=f"sku-{i}", category_id=f"cat-{i % 5}", price=10.0 + i, quantity=1 + i % 3),
+                    SOURCE, i)
+        state.remember_intent(make_intent(i))
+    state.session.hidden = np.ones(64, np.float32)
+    state.session.hidden_version = "gru-20240101-abcdef12"
+    assert len(state.session.recent) == 32
+    data = state.to_bytes()
+    assert len(data) <= 2048
+    assert UserState.from_bytes(data) == state
+
+
 def golden_state() -> UserState:
     """A fixed state touching every field of the layout; its v1 bytes are checked in."""
     state = UserState.new(USER)
