@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import logging
+import os
 import shutil
 import sys
 import time
@@ -57,6 +58,8 @@ class ReplayConfig:
     progress: str = "auto"  # auto (bar on a terminal, log lines otherwise) | bar | log | off
     fresh: bool = False  # drop stored state and progress first
     torch_threads: int = 1
+    # The live workers' INTENTSTREAM_PSEUDONYM_KEY: the same key gives the same pseudonyms, hence the same intents.
+    pseudonym_key: str = field(default="", repr=False)
 
     @property
     def output(self) -> str:
@@ -249,6 +252,7 @@ async def replay(config: ReplayConfig, scorer=None) -> ReplayResult:
     from models.state import UserState
 
     from .pipeline import Pipeline, Record
+    from .privacy import Pseudonymizer
     from .scorer import Scorer
     from .topics import ensure_topics
 
@@ -308,7 +312,9 @@ async def replay(config: ReplayConfig, scorer=None) -> ReplayResult:
 
         total = sum(e - s for s, e in plan.values())
         progress = _Progress(config.progress, total, sum(positions[k] - plan[k][0] for k in plan))
-        pipeline = Pipeline(scorer or Scorer.load(config.model_dir, config.device), config.max_message_bytes)
+        pseudonymize = Pseudonymizer(config.pseudonym_key) if config.pseudonym_key else None
+        pipeline = Pipeline(scorer or Scorer.load(config.model_dir, config.device), config.max_message_bytes,
+                            pseudonymize=pseudonymize)
 
         def load_state(user_id: str, _rec: Record) -> UserState | None:
             raw = store.user(user_id)
@@ -387,7 +393,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         from_offsets=parse_offsets(args.from_offsets, topics) if args.from_offsets else {},
         to_time_ms=parse_time(args.to_time) if args.to_time else None,
         model_dir=args.model, device=args.device, max_batch=args.max_batch, max_rate=args.max_rate,
-        progress=args.progress, fresh=args.fresh,
+        progress=args.progress, fresh=args.fresh, pseudonym_key=os.environ.get("INTENTSTREAM_PSEUDONYM_KEY", ""),
     )
     res = run_replay(config)
     print(f"replay {config.name}: {res.events} events -> {res.intents} intents in {config.output}, "
@@ -397,8 +403,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    import os
-
     p = sub.add_parser("replay", help="backfill: run the pipeline over a bounded range of history into its own topic",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--name", required=True, help="names the group, state dir and default output topic")
