@@ -1,0 +1,224 @@
+"""Featurization: THE one path from a click to model inputs, for training and for serving.
+
+`advance(state, event, spec)` applies a click to a user's state and returns the model inputs for it;
+`dataset.build_dataset` and the streaming worker both call it, so training and serving cannot drift.
+`event_inputs` recomputes an event's GRU inputs from a compact `RecentEvent`, which is how the worker
+rebuilds a hidden state from `Session.recent` when the model version changes.
+
+Inputs per event:
+- cat  (3,) int64: event type index, hashed item bucket, hashed category bucket (0 = absent)
+- num  (n_numeric,) float32: NUMERIC_NAMES below (GRU input, next to the embeddings)
+- roll (n_rolling,) float32: head-only inputs, so a hidden state depends on the session's own events and
+  nothing else: log1p of the user's rolling-window features, then the event's context (device one-hot).
+
+Featurization is stateless: no fitted statistics here. Mean/std normalization is fitted on the training
+set and lives inside the model as buffers (see models.gru), so it travels with the weights.
+Time features come from the event's own timestamp (UTC), never from the wall clock, so replay == live.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from models.ids import bucket
+from models.windows import DEFAULT_HORIZONS, Horizon, window_feature_names
+from schemas.events import N_EVENT_TYPES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from models.session import RecentEvent
+    from models.state import Step, UserState
+    from schemas.events import ClickEvent
+
+# Bump FEATURE_CODE_VERSION whenever the meaning of any input changes: it is part of the spec hash,
+# so a model trained on the old featurization refuses to load against the new code.
+FEATURE_CODE_VERSION = "f1"
+
+NUMERIC_NAMES: tuple[str, ...] = (
+    "log_dt_s",        # log1p(seconds since the previous event in the session); 0 for the first
+    "is_first",        # 1 for the session's first event
+    "log_price",       # log1p(price); 0 when absent
+    "has_price",       # 1 when a positive price is present
+    "log_position",    # log1p(0-based position in session)
+    "log_quantity",    # log1p(quantity), quantity 1 when absent
+    "hour_sin",        # hour of day (UTC, event time) on the unit circle
+    "hour_cos",
+    "dow_sin",         # day of week (UTC, event time) on the unit circle
+    "dow_cos",
+)
+
+# Head-only context of the current event (device is per-session in practice; absent -> "none").
+DEVICES: tuple[str, ...] = ("desktop", "mobile", "tablet", "app")
+CONTEXT_NAMES: tuple[str, ...] = ("device.none",) + tuple(f"device.{d}" for d in DEVICES) + ("device.other",)
+_DEVICE_INDEX = {d: i + 1 for i, d in enumerate(DEVICES)}
+
+_DAY_MS = 86_400_000
+_WEEK_MS = 7 * _DAY_MS
+_TWO_PI = 2.0 * math.pi
+
+
+def _horizons_to_json(horizons: tuple[Horizon, ...]) -> list[list]:
+    return [[h.name, int(h.length_ms), int(h.bucket_ms)] for h in horizons]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything that decides what a model's inputs mean. Its hash is checked when a model loads."""
+
+    n_item_buckets: int = 50_000
+    n_category_buckets: int = 5_000
+    horizons: tuple = DEFAULT_HORIZONS
+    version: str = FEATURE_CODE_VERSION
+
+    @property
+    def n_types(self) -> int:
+        return N_EVENT_TYPES
+
+    @property
+    def n_numeric(self) -> int:
+        return len(NUMERIC_NAMES)
+
+    @property
+    def numeric_names(self) -> list[str]:
+        return list(NUMERIC_NAMES)
+
+    @property
+    def rolling_names(self) -> list[str]:
+        """Names of StepInput.roll: the transformed window features, then the context one-hot."""
+        return ["log1p." + n for n in window_feature_names(self.horizons)] + list(CONTEXT_NAMES)
+
+    @property
+    def n_rolling(self) -> int:
+        return len(self.rolling_names)
+
+    def to_dict(self) -> dict:
+        return {
+            "n_item_buckets": self.n_item_buckets,
+            "n_category_buckets": self.n_category_buckets,
+            "horizons": _horizons_to_json(self.horizons),
+            "version": self.version,
+            "numeric_names": self.numeric_names,
+            "rolling_names": self.rolling_names,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureSpec":
+        return cls(
+            n_item_buckets=int(d["n_item_buckets"]),
+            n_category_buckets=int(d["n_category_buckets"]),
+            horizons=tuple(Horizon(str(n), int(l), int(b)) for n, l, b in d["horizons"]),
+            version=str(d["version"]),
+        )
+
+    def spec_hash(self) -> str:
+        """sha256 (16 hex) over the spec *and* the input names this code produces, so a code change
+        that renames or adds an input also changes the hash."""
+        blob = json.dumps(
+            {**self.to_dict(), "code_version": FEATURE_CODE_VERSION}, sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class StepInput:
+    cat: np.ndarray   # int64 (3,)
+    num: np.ndarray   # float32 (n_numeric,)
+    roll: np.ndarray  # float32 (n_rolling,)
+
+
+def event_inputs(
+    recent: "RecentEvent", prev_ts_ms: int | None, position: int, spec: FeatureSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """GRU inputs of one event from its compact copy; also used to rebuild hidden states."""
+    cat = np.array(
+        (
+            recent.type_index,
+            bucket(recent.item_hash, spec.n_item_buckets),
+            bucket(recent.category_hash, spec.n_category_buckets),
+        ),
+        dtype=np.int64,
+    )
+    ts = recent.ts_ms
+    if prev_ts_ms is None:
+        log_dt, is_first = 0.0, 1.0
+    else:  # late events (ts < previous) count as simultaneous
+        log_dt, is_first = math.log1p(max(0, ts - prev_ts_ms) / 1000.0), 0.0
+    price = float(recent.price) if recent.price and recent.price > 0 else 0.0
+    qty = recent.quantity if recent.quantity and recent.quantity > 0 else 1
+    hour = _TWO_PI * (ts % _DAY_MS) / _DAY_MS
+    dow = _TWO_PI * (ts % _WEEK_MS) / _WEEK_MS
+    num = np.array(
+        (
+            log_dt,
+            is_first,
+            math.log1p(price),
+            1.0 if price > 0 else 0.0,
+            math.log1p(position),
+            math.log1p(qty),
+            math.sin(hour),
+            math.cos(hour),
+            math.sin(dow),
+            math.cos(dow),
+        ),
+        dtype=np.float32,
+    )
+    return cat, num
+
+
+def context_index(device: str | None) -> int:
+    if not device:
+        return 0
+    return _DEVICE_INDEX.get(device.lower(), len(CONTEXT_NAMES) - 1)
+
+
+def rolling_inputs(window_features: np.ndarray, spec: FeatureSpec, device: str | None = None) -> np.ndarray:
+    """Head inputs (n_rolling,): log1p of raw RollingWindows.features() (heavy-tailed counts and sums),
+    then the one-hot device context of the event being scored."""
+    out = np.zeros(spec.n_rolling, dtype=np.float32)
+    wf = np.asarray(window_features, dtype=np.float32)
+    n = len(wf)
+    out[:n] = np.log1p(np.maximum(wf, 0.0))
+    out[n + context_index(device)] = 1.0
+    return out
+
+
+def step_input(step: "Step", spec: FeatureSpec) -> StepInput:
+    """Model inputs for the click that produced `step` (serving and training both call this)."""
+    cat, num = event_inputs(step.recent_event, step.prev_ts_ms, step.position, spec)
+    return StepInput(cat, num, rolling_inputs(step.window_features, spec, step.event.device))
+
+
+def advance(
+    state: "UserState",
+    event: "ClickEvent",
+    spec: FeatureSpec,
+    source: str | None = None,
+    offset: int | None = None,
+) -> tuple["Step", StepInput]:
+    """Apply `event` to `state` (mutates it) and featurize it."""
+    step = state.apply(event, source, offset)
+    return step, step_input(step, spec)
+
+
+def session_event_inputs(
+    recent: list["RecentEvent"], first_position: int, first_prev_ts_ms: int | None, spec: FeatureSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stacked GRU inputs for consecutive events (e.g. Session.recent), oldest first.
+
+    `first_position` is the session position of recent[0] (n_events - len(recent)); `first_prev_ts_ms`
+    the ts of the event before it (None when recent[0] opened the session). Returns cat (T,3), num (T,Fn).
+    """
+    cats, nums = [], []
+    prev = first_prev_ts_ms
+    for i, r in enumerate(recent):
+        c, n = event_inputs(r, prev, first_position + i, spec)
+        cats.append(c)
+        nums.append(n)
+        prev = r.ts_ms  # Step.prev_ts_ms is the previous event's own ts (see models.session.sessionize)
+    if not cats:
+        return np.zeros((0, 3), np.int64), np.zeros((0, spec.n_numeric), np.float32)
+    return np.stack(cats), np.stack(nums)
