@@ -198,13 +198,21 @@ class _Ring:
         hi = min(bn, head)
         if lo > hi or head == _NO_HEAD:
             return _ZEROS
-        cells = self.cells
+        cells, used = self.cells, self.used
+        if 2 * (hi - lo + 1) > n:
+            # most of the ring is in range: start from the totals and take out the buckets that are not
+            acc = list(self.totals)
+            outside = list(range(head - n + 1, lo)) + list(range(hi + 1, head + 1))
+            for b in outside:
+                if used >> (b % n) & 1:
+                    s = (b % n) * N_VALUES
+                    acc = [a - v for a, v in zip(acc, cells[s:s + N_VALUES])]
+            return acc
         acc = [0] * N_VALUES
         for b in range(lo, hi + 1):
-            s = (b % n) * N_VALUES
-            seg = cells[s:s + N_VALUES]
-            if any(seg):
-                acc = [a + v for a, v in zip(acc, seg)]
+            if used >> (b % n) & 1:
+                s = (b % n) * N_VALUES
+                acc = [a + v for a, v in zip(acc, cells[s:s + N_VALUES])]
         return acc
 
 
