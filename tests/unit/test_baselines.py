@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from models.baselines import (
-    GBMBaseline, LogisticBaseline, balance_weights, fit_baselines, predict_dataset, stack_prefixes,
+    GBMBaseline, LogisticBaseline, balance_weights, fit_baselines, group_holdout, predict_dataset, stack_prefixes,
 )
 from models.evaluation import metrics
 
@@ -45,6 +45,27 @@ def test_baseline_learns_and_stays_calibrated(cls):
     assert metrics(yt, model.predict_proba(Xt))["ece"] > 0.1
 
 
+def test_group_holdout_keeps_sessions_whole():
+    groups = np.repeat(np.arange(2000), 4)
+    held = group_holdout(groups, 0.1, seed=0)
+    assert 0.05 < held.mean() < 0.15
+    assert all(len(set(held[groups == g])) == 1 for g in range(0, 2000, 37))
+
+
+def test_gbm_early_stopping_is_not_fooled_by_duplicate_prefixes():
+    # Sessions of 20 near-identical prefix rows whose label is pure noise: nothing generalises across
+    # sessions. A row-random validation split would share sessions with training and keep "improving";
+    # the session-grouped one stops early.
+    rng = np.random.default_rng(5)
+    n_sessions, t = 1500, 20
+    base = rng.normal(size=(n_sessions, 4))
+    X = np.repeat(base, t, axis=0) + rng.normal(0, 0.01, (n_sessions * t, 4))
+    y = np.repeat((rng.random(n_sessions) < 0.3).astype(np.int8), t)
+    groups = np.repeat(np.arange(n_sessions), t)
+    model = GBMBaseline(seed=0, max_iter=200).fit(X, y, groups)
+    assert model.model.n_iter_ < 60
+
+
 def test_subsampling_caps_training_rows():
     X, y, _ = _imbalanced(5000, seed=2)
     model = LogisticBaseline(max_rows=1000, seed=0).fit(X, y)
@@ -66,11 +87,12 @@ def test_dataset_glue_orders_rows_session_major():
     agg = [np.column_stack([np.full(t, l + rng.normal(0, 0.3)), np.arange(t)]).astype(np.float32)
            for t, l in zip(lengths, label)]
     ds = _FakeDataset(label=label, agg=agg)
-    X, y = stack_prefixes(ds, sessions=[5, 2])
+    X, y, groups = stack_prefixes(ds, sessions=[5, 2])
     assert np.array_equal(X, np.concatenate([agg[5], agg[2]]))
+    assert groups.tolist() == [5] * lengths[5] + [2] * lengths[2]
     assert y.tolist() == [label[5]] * lengths[5] + [label[2]] * lengths[2]
     models = fit_baselines(ds, seed=0, names=("logistic",))
     scores = predict_dataset(models["logistic"], ds)
     assert scores.shape == (lengths.sum(),)
-    _, yall = stack_prefixes(ds)
+    _, yall, _ = stack_prefixes(ds)
     assert metrics(yall, scores)["roc_auc"] > 0.8
