@@ -372,7 +372,7 @@ class RollingWindows:
                 raise ValueError("rolling windows: truncated")
             sum_mask = int.from_bytes(data[pos:pos + nb], "little")
             pos += nb
-            cells = r.cells
+            cells, totals = r.cells, r.totals
             for i, slot in enumerate(slots):
                 seg = counts[i * N_EVENT_TYPES:(i + 1) * N_EVENT_TYPES]
                 if not any(seg):
@@ -381,8 +381,11 @@ class RollingWindows:
                 cells[s:s + N_EVENT_TYPES] = seg
                 if sum_mask >> (2 * i) & 1:
                     cells[s + CART_IDX], pos = get_svarint(data, pos)
+                    totals[CART_IDX] += cells[s + CART_IDX]
                 if sum_mask >> (2 * i + 1) & 1:
                     cells[s + PURCHASE_IDX], pos = get_svarint(data, pos)
+                    totals[PURCHASE_IDX] += cells[s + PURCHASE_IDX]
+            for j in range(N_EVENT_TYPES):
+                totals[j] = sum(counts[j::N_EVENT_TYPES])
             r.used = used
-            r.totals = [sum(cells[j::N_VALUES]) for j in range(N_VALUES)]
         return w, pos
