@@ -18,7 +18,8 @@ from models.state import UserState
 
 from .pipeline import Pipeline, Record
 from .scorer import Scorer
-from .settings import Settings
+from .settings import Settings, faust_security
+from .web import install_ops
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         datadir=str(settings.data_dir),
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         table_standby_replicas=settings.standby_replicas,
@@ -57,7 +58,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         producer_linger_ms=2,
         broker_commit_every=2000,
         stream_buffer_maxsize=max(4096, 4 * settings.max_batch),
-        **settings.extra,
+        **faust_security(settings.extra),
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     clicks = app.topic(*settings.source_topics, partitions=settings.partitions, **raw)
@@ -69,11 +70,16 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
 
     state: dict[str, Pipeline] = {}
     app.intentstream = state  # type: ignore[attr-defined]  # for the web views and tests
+    # Metrics, /health /ready /metrics /dashboard, model hot swap, pseudonymization, erasure agent.
+    ops = install_ops(app, settings, users, state, event_context)
 
     @app.task
     async def load_model() -> None:
-        state["pipeline"] = Pipeline(scorer or Scorer.load(settings.model_dir, settings.device),
-                                     settings.max_message_bytes)
+        chosen = scorer or await ops.control.initial_scorer()  # the deployed model, else settings.model_dir
+        ops.metrics.set_model(chosen.version)
+        state["pipeline"] = pipeline = Pipeline(chosen, settings.max_message_bytes, pseudonymize=ops.pseudonymize)
+        if scorer is None:
+            await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
 
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
@@ -96,7 +102,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     data = users.get(user_id.encode())
                 return UserState.from_bytes(data) if data is not None else None
 
+            started = time.perf_counter()
             result = pipeline.process(records, load_state)
+            process_s = time.perf_counter() - started
             for user_id, user_state in result.states.items():
                 with event_context(by_record[id(result.last_record[user_id])]):
                     users[user_id.encode()] = user_state.to_bytes()
@@ -106,5 +114,6 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 await dead_letters.send(key=key, value=value)
             if result.dlq_codes:
                 log.warning("dead-lettered %s", dict(result.dlq_codes))
+            ops.observe_batch(events, result, arrived, process_s)
 
     return app

@@ -95,3 +95,30 @@ def loggable(user_id: str) -> str:
     if user_id.startswith(PSEUDONYM_PREFIX):
         return user_id
     return "h-" + hashlib.sha256(user_id.encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------------ the worker side
+def install_erasure(app, settings, users, ops, event_context) -> None:
+    """An agent on the erasure topic: deletes the user's state, which writes the changelog tombstone."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    topic = app.topic(settings.erasure_topic, partitions=settings.partitions, key_serializer="raw",
+                      value_serializer="raw")
+
+    @app.agent(topic)
+    async def erase(stream) -> None:
+        async for event in stream.events():
+            key, outcome = parse_erasure(event.value, ops.pseudonymize)
+            if key is not None:
+                # Under this event, so the table deletes in (and tombstones) the partition the user's
+                # clicks and state live in: the erasure record was sent to the same partition number.
+                with event_context(event):
+                    if users.get(key.encode()) is not None:
+                        del users[key.encode()]
+                        outcome = "erased"
+                    else:
+                        outcome = "absent"
+            ops.metrics.erasures.labels(outcome).inc()
+            log.info("erasure request for %s on partition %s: %s", loggable(key or "?"), event.message.partition,
+                     outcome)
