@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "deploy.kafka.local_broker",
     "streams.commands",
+    "streams.ops_cli",
     "streams.replay",
     "models.data_cli",
     "models.model_cli",
