@@ -83,25 +83,32 @@ def tail(path: Path, n: int = 4000) -> str:
         return "(no log)"
 
 
-def read_changelog(bootstrap: str, topic: str, timeout_s: float = 20.0) -> dict[bytes, bytes | None]:
-    """Last value per key of a (compacted) changelog topic, read to its current end; None = tombstone."""
+def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list:
+    """Every record of `topic` up to the end offsets at the time of the call (deterministic, unlike
+    polling for a while): in partition order, then offset order."""
     from kafka import TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    records: list = []
     try:
-        parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         end = consumer.end_offsets(parts)
-        latest: dict[bytes, bytes | None] = {}
         deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in parts) and time.monotonic() < deadline:
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end in {timeout_s}s")
             for batch in consumer.poll(timeout_ms=300).values():
-                for r in batch:
-                    latest[r.key] = r.value
+                records.extend(r for r in batch if r.offset < end[TopicPartition(r.topic, r.partition)])
     finally:
         consumer.close()
-    return latest
+    return sorted(records, key=lambda r: (r.partition, r.offset))
+
+
+def read_changelog(bootstrap: str, topic: str) -> dict[bytes, bytes | None]:
+    """Last value per key of a (compacted) changelog topic; None = tombstone."""
+    return {r.key: r.value for r in read_to_end(bootstrap, topic)}
 
 
 def read_table_files(data_dir: Path, table: str = "users") -> dict[bytes, bytes]:
@@ -176,24 +183,33 @@ def produce(bootstrap: str, topic: str, events, rate: float = 0.0) -> None:
     produce_events(events, bootstrap, topic, rate=rate)
 
 
-def group_assignment(bootstrap: str, group: str, topic: str) -> dict[str, set[int]]:
-    """member id -> partitions of `topic` assigned to it, as the group coordinator sees it now."""
+def group_members(bootstrap: str, group: str) -> dict[str, dict[str, set[int]]]:
+    """member id -> {topic: partitions assigned to it}, as the group coordinator sees it now.
+
+    Faust assigns each worker its active source partitions plus the changelog partitions it keeps
+    (actives and standbys), so a changelog set larger than the source set shows standby replicas.
+    """
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        (desc,) = admin.describe_consumer_groups([group])
+        desc = admin.describe_groups([group])[group]
     finally:
         admin.close()
-    out: dict[str, set[int]] = {}
-    for m in desc.members:
-        parts: set[int] = set()
-        assignment = m.member_assignment
-        for t, ps in (assignment.assignment if assignment is not None else []):
-            if t == topic:
-                parts.update(ps)
-        out[m.member_id] = parts
+    out: dict[str, dict[str, set[int]]] = {}
+    for m in desc.get("members", []):
+        assignment = m.get("member_assignment") or {}
+        topics: dict[str, set[int]] = {}
+        if isinstance(assignment, dict):
+            for entry in assignment.get("assigned_partitions", []):
+                topics.setdefault(entry["topic"], set()).update(entry["partitions"])
+        out[m["member_id"]] = topics
     return out
+
+
+def spread(members: dict[str, dict[str, set[int]]], topic: str) -> list[set[int]]:
+    """Each member's partitions of `topic` (empty sets included)."""
+    return [t.get(topic, set()) for t in members.values()]
 
 
 def wait_for(predicate, timeout_s: float, every: float = 0.5, what: str = "condition"):
@@ -216,27 +232,11 @@ def intents_by_event(intents: list[dict]) -> tuple[dict[str, list[dict]], int]:
     return by_id, sum(len(v) - 1 for v in by_id.values())
 
 
-def changelog_states(bootstrap: str, app_id: str, table: str = "users", timeout_s: float = 30.0) -> dict:
+def changelog_states(bootstrap: str, app_id: str, table: str = "users") -> dict:
     """user id -> UserState: the last value per key of the table's changelog topic."""
-    from kafka import KafkaConsumer, TopicPartition
-
     from models.state import UserState
 
-    topic = f"{app_id}-{table}-changelog"
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        last: dict[bytes, bytes | None] = {}
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                for r in batch:
-                    last[r.key] = r.value
-    finally:
-        consumer.close()
+    last = read_changelog(bootstrap, f"{app_id}-{table}-changelog")
     return {k.decode(): UserState.from_bytes(v) for k, v in last.items() if v is not None}
 
 
@@ -268,3 +268,9 @@ def window_mismatches(live: dict, reference: dict, now_ms: int) -> list[str]:
                 bad.append(uid)
                 break
     return bad
+
+
+def private_ops_env(suffix: str) -> dict[str, str]:
+    """Per-test erasure and control topics: the shared defaults would tie tests with different partition
+    counts together (erasure is co-partitioned) and let one test's model deploy reach another's workers."""
+    return {"INTENTSTREAM_ERASURE_TOPIC": f"erasure-{suffix}", "INTENTSTREAM_CONTROL_TOPIC": f"control-{suffix}"}
