@@ -148,12 +148,12 @@ class ModelControl:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.settings.control_topic)
+        return bool(self.settings.control_topic_name)
 
     def status(self) -> dict:
         return {"serving": self.serving.__dict__ if self.serving else None,
                 "deployed": [r.__dict__ for r in self.stack], "swaps": self.swaps, "refused": self.refused[-5:],
-                "control_topic": self.settings.control_topic or None}
+                "control_topic": self.settings.control_topic_name or None}
 
     async def _load(self, ref: ModelRef) -> Scorer:
         # Reading, hashing and building the model take long: off the event loop, batches keep flowing.
@@ -220,7 +220,7 @@ class ModelControl:
     async def _start_consumer(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        self._tp = TopicPartition(self.settings.control_topic, 0)
+        self._tp = TopicPartition(self.settings.control_topic_name, 0)
         # No group: every worker reads every message (a shared group would hand each deploy to one worker).
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
                                           enable_auto_commit=False,

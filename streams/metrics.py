@@ -182,7 +182,8 @@ class LiveFeed:
     def watching(self) -> bool:
         return self.clock() - self._last_read < self.watch_s
 
-    def observe(self, n_in: int, n_out: int, n_dead: int, latency_ms: float, intents: list[bytes] | None = None) -> None:
+    def observe(self, n_in: int, n_out: int, n_dead: int, latency_ms: float,
+                intents: list[bytes] | None = None) -> None:
         now = self.clock()
         with self._lock:
             sec = self._seconds.setdefault(int(now), _Second())

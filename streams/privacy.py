@@ -103,7 +103,7 @@ def install_erasure(app, settings, users, ops, event_context) -> None:
     import logging
 
     log = logging.getLogger(__name__)
-    topic = app.topic(settings.erasure_topic, partitions=settings.partitions, key_serializer="raw",
+    topic = app.topic(settings.erasure_topic_name, partitions=settings.partitions, key_serializer="raw",
                       value_serializer="raw")
 
     @app.agent(topic)

@@ -35,11 +35,21 @@ class Settings:
     session_gap_min: float = 30.0
     torch_threads: int = 1
     # Operations (docs/operations.md): model hot swap, right to erasure, pseudonymization.
-    control_topic: str = "intentstream.control"  # "" disables model deploys through Kafka
-    erasure_topic: str = "intentstream.erasure"  # co-partitioned with the source topics; "" disables forget
+    # Per app ({app_id} is filled in): a deploy targets one group's workers, and the erasure topic must be
+    # co-partitioned with that app's source topics. "" disables the feature.
+    control_topic: str = "{app_id}-control"
+    erasure_topic: str = "{app_id}-erasure"
     registry_dir: Path = REPO_ROOT / "var" / "registry"  # where `intentstream deploy` copies artifacts
     pseudonym_key: str = field(default="", repr=False)  # HMAC key; non-empty turns pseudonymization on
     extra: dict = field(default_factory=dict, repr=False)  # Kafka security pass-through (holds passwords)
+
+    @property
+    def control_topic_name(self) -> str:
+        return self.control_topic.format(app_id=self.app_id)
+
+    @property
+    def erasure_topic_name(self) -> str:
+        return self.erasure_topic.format(app_id=self.app_id)
 
     @property
     def broker_url(self) -> str:
@@ -141,7 +151,8 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-wait", dest="max_wait", type=float, help="seconds")
     p.add_argument("--data-dir", dest="data_dir", type=Path)
     p.add_argument("--web-port", dest="web_port", type=int)
-    p.add_argument("--web-bind", dest="web_bind", help="address for /health, /metrics, /dashboard (0.0.0.0 in containers)")
+    p.add_argument("--web-bind", dest="web_bind",
+                   help="address for /health, /metrics, /dashboard (0.0.0.0 in containers)")
     p.add_argument("--model", dest="model_dir", type=Path, help="model artifact dir (default: shipped model)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--standby-replicas", dest="standby_replicas", type=int,

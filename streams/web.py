@@ -97,12 +97,13 @@ def install_ops(app, settings: Settings, users, state: dict, event_context) -> O
     if ops.pseudonymize is not None:
         log.info("pseudonymization on: user ids are HMAC-SHA256 pseudonyms from ingest on (key id %s)",
                  ops.pseudonymize.key_id)
-    ops_topics = {t: n for t, n in ((settings.control_topic, 1), (settings.erasure_topic, settings.partitions)) if t}
+    wanted = ((settings.control_topic_name, 1), (settings.erasure_topic_name, settings.partitions))
+    ops_topics = {name: n for name, n in wanted if name}
     if ops_topics:  # the broker does not auto-create topics; the worker creates its own at startup
         from .topics import ensure_topics
 
         ensure_topics(settings.bootstrap, ops_topics)
-    if settings.erasure_topic:
+    if settings.erasure_topic_name:
         install_erasure(app, settings, users, ops, event_context)
 
     @app.timer(interval=2.0)
