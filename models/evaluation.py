@@ -25,7 +25,9 @@ Thresholds default to 0.5 for scorers not in `thresholds` (0.5 is the accuracy-o
 calibrated score; pick the GRU's on validation data with `choose_threshold`).
 
 Confidence intervals ("repeated splits"): the test *sessions* are split at random into `n_splits`
-disjoint parts (all prefixes of a session go to the same part, so correlated rows never straddle parts).
+disjoint parts (all prefixes of a session go to the same part, so correlated rows never straddle parts;
+`evaluate_model` goes further and keeps all sessions of a *user* together, since a user's sessions share
+habits and rolling-window history; with PrefixScores set `group`).
 Each metric is computed on every part; the spread of the part values estimates the sampling error of
 the full-test-set figure: SE = sd(parts) / sqrt(n_splits) and the 95% interval is
 value ± t(0.975, n_splits-1) · SE, centred on the metric computed on all test prefixes. Because the parts
@@ -70,6 +72,7 @@ class PrefixScores:
     label: np.ndarray                    # (N,) {0,1}: the session purchases after this prefix
     scores: dict[str, np.ndarray]        # scorer -> (N,) probability in [0, 1]
     start_ms: np.ndarray | None = None   # (N,) session start, informational
+    group: np.ndarray | None = None      # (N,) int unit of the random parts (e.g. user); default session
 
     def __post_init__(self) -> None:
         self.session = np.asarray(self.session, dtype=np.int64)
@@ -85,6 +88,10 @@ class PrefixScores:
             raise ValueError("prefix_len is 1-based (number of events seen)")
         if self.start_ms is not None:
             self.start_ms = np.asarray(self.start_ms, dtype=np.int64)
+        if self.group is not None:
+            self.group = np.asarray(self.group, dtype=np.int64)
+            if self.group.shape != (n,):
+                raise ValueError(f"group has shape {self.group.shape}, expected ({n},)")
         if not self.scores:
             raise ValueError("no scores")
         clean = {}
@@ -241,6 +248,8 @@ def choose_threshold(label: np.ndarray, score: np.ndarray, criterion: str = "f1"
         correct = tp + (len(y) - y.sum() - fp)
         last = np.r_[ss[1:] != ss[:-1], True]          # only cut between distinct scores
         i = int(np.argmax(np.where(last, correct, -1)))
+        if len(y) - y.sum() >= correct[i]:            # flagging nothing is at least as accurate
+            return float(np.nextafter(ss[0], np.inf))
         return float(ss[i])
     if criterion != "f1":
         raise ValueError(f"unknown criterion {criterion!r}")
@@ -367,7 +376,8 @@ def evaluate(ps: PrefixScores, thresholds: Mapping[str, float] | None = None, ma
     if n_splits < 2:
         raise ValueError("n_splits must be >= 2 to estimate an interval")
     thresholds = dict(thresholds or {})
-    part = session_parts(ps.session, n_splits, seed)
+    unit = ps.session if ps.group is None else ps.group
+    part = session_parts(unit, n_splits, seed)
     groups: dict[int | None, np.ndarray] = {None: np.arange(len(ps))}
     for k in range(1, max_prefix + 1):
         groups[k] = np.flatnonzero(ps.prefix_len == k)
@@ -393,7 +403,8 @@ def evaluate(ps: PrefixScores, thresholds: Mapping[str, float] | None = None, ma
 
     config = {"n_splits": n_splits, "seed": seed, "max_prefix": max_prefix, "reference": reference,
               "level": level, "ece_bins": ECE_BINS, "ece_strategy": "mass",
-              "ci": "session-disjoint random parts; value ± t*sd(parts)/sqrt(n_parts)"}
+              "ci_unit": "session" if ps.group is None else "group",
+              "ci": "disjoint random parts of the test set; value ± t*sd(parts)/sqrt(n_parts)"}
     return EvalResult(scorers=scorers, counts=counts, config=config)
 
 
@@ -443,7 +454,8 @@ def prefix_scores_from_dataset(dataset: Any, scores: Mapping[str, ScoreInput], *
     `sessions` (optional) selects and orders the dataset's sessions to evaluate; scores then follow that
     order. Each score is a list of per-session (T,) arrays or one flat array of all prefixes. Labels of
     every prefix are the session label (sessions are cut at their first purchase). `optimal` maps
-    event_id -> Bayes-optimal probability; every evaluated event must be present.
+    event_id -> Bayes-optimal probability; every evaluated event must be present. When the dataset has
+    `user_id`, the interval parts keep each user's sessions together (`group`).
     """
     sel = np.arange(len(dataset.label)) if sessions is None else np.asarray(sessions, dtype=np.int64)
     lengths = np.array([_session_len(dataset, i) for i in sel], dtype=np.int64)
@@ -462,7 +474,13 @@ def prefix_scores_from_dataset(dataset: Any, scores: Mapping[str, ScoreInput], *
         if missing:
             raise ValueError(f"{len(missing)} of {len(ids)} events have no optimal score (e.g. {missing[0]!r})")
         flat[optimal_name] = np.fromiter((optimal[eid] for eid in ids), dtype=np.float64, count=len(ids))
-    return PrefixScores(session=session, prefix_len=prefix_len, label=label, scores=flat, start_ms=start_ms)
+    group = None
+    users = getattr(dataset, "user_id", None)
+    if users is not None and len(users) == len(dataset.label):
+        _, user_code = np.unique(np.asarray([users[i] for i in sel], dtype=object).astype(str), return_inverse=True)
+        group = np.repeat(user_code.reshape(-1), lengths)
+    return PrefixScores(session=session, prefix_len=prefix_len, label=label, scores=flat, start_ms=start_ms,
+                        group=group)
 
 
 def _session_len(dataset: Any, i: int) -> int:
@@ -495,4 +513,7 @@ def evaluate_model(dataset: Any, scores: Mapping[str, ScoreInput],
                    reference: str | None = "optimal") -> EvalResult:
     """prefix_scores_from_dataset + evaluate, in one call (see the module docstring)."""
     ps = prefix_scores_from_dataset(dataset, scores, optimal=optimal, sessions=sessions)
-    return evaluate(ps, thresholds, max_prefix=max_prefix, n_splits=n_splits, seed=seed, reference=reference)
+    result = evaluate(ps, thresholds, max_prefix=max_prefix, n_splits=n_splits, seed=seed, reference=reference)
+    if ps.group is not None:
+        result.config["ci_unit"] = "user"
+    return result

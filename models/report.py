@@ -41,7 +41,7 @@ def write_report(results: EvalResult | Mapping[str, EvalResult], out_dir: str | 
     first = next(iter(sections.values()))
     cfg = first.config
     lines += [
-        f"Intervals: 95% from {cfg['n_splits']} random session-disjoint parts of the test set "
+        f"Intervals: 95% from {cfg['n_splits']} random {cfg.get('ci_unit', 'session')}-disjoint parts of the test set "
         f"(value ± t·sd/√parts; differences between scorers are paired on the same parts). ECE uses "
         f"{cfg.get('ece_bins', 15)} equal-mass bins. Thresholds apply to accuracy, precision, recall and F1. "
         "See docs/evaluation.md.", ""]
@@ -115,7 +115,8 @@ def _section(name: str, res: EvalResult, out: Path, primary: str) -> list[str]:
 
     ks = sorted(res.counts["by_prefix"])
     lines += ["### ROC AUC by prefix length (after k events)", "",
-              "Prefixes of exactly k events: sessions that have not yet purchased or ended by event k.", ""]
+              "Prefixes of exactly k events, from the sessions that had at least k events before their purchase "
+              "(or end); later rows hold fewer, different sessions.", ""]
     lines += _table(["k", "prefixes", "positives", *res.scorers],
                     [[str(k), f"{res.counts['by_prefix'][k]['n']:,}", f"{res.counts['by_prefix'][k]['positives']:,}",
                       *(_ci(r.by_prefix[k]["roc_auc"]) for r in res.scorers.values())] for k in ks])

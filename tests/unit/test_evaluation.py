@@ -194,6 +194,7 @@ class _FakeDataset:
     start_ms: np.ndarray
     event_ids: list
     cat: list
+    user_id: list | None = None
 
 
 def _fake_dataset():
@@ -237,10 +238,21 @@ def test_evaluate_model_runs_end_to_end():
     lengths = rng.integers(1, 8, n)
     label = (rng.random(n) < 0.3).astype(int)
     ds = _FakeDataset(label=label, start_ms=np.arange(n), cat=[np.zeros((t, 3)) for t in lengths],
-                      event_ids=[[f"{i}:{j}" for j in range(t)] for i, t in enumerate(lengths)])
+                      event_ids=[[f"{i}:{j}" for j in range(t)] for i, t in enumerate(lengths)],
+                      user_id=[f"u{i % 150}" for i in range(n)])
     gru = [np.clip(0.3 + 0.4 * label[i] + rng.normal(0, 0.2, t), 0, 1) for i, t in enumerate(lengths)]
     res = evaluate_model(ds, {"gru": gru}, {"gru": 0.5}, max_prefix=3, n_splits=5)
     assert res.counts["overall"]["sessions"] == n
     assert res.counts["overall"]["n"] == lengths.sum()
     assert res.get("gru", "roc_auc").value > 0.8
     assert res.reference is None
+    assert res.config["ci_unit"] == "user"
+
+
+def test_parts_keep_users_together():
+    ds = _fake_dataset()
+    ds.user_id = ["u1", "u2", "u1"]
+    ps = prefix_scores_from_dataset(ds, {"gru": np.full(6, 0.5)})
+    assert ps.group.tolist() == [0, 0, 0, 1, 0, 0]
+    part = session_parts(ps.group, 2, seed=0)
+    assert len(set(part[[0, 4]])) == 1          # sessions 0 and 2 (both u1) share a part
