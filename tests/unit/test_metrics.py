@@ -103,3 +103,31 @@ def test_feed_series_top_sessions_and_recent_intents() -> None:
     assert all(s["events_in"] == 0 for s in feed.snapshot()["series"])
     clock.t += 1000
     assert feed.snapshot()["top_sessions"] == []
+
+
+def test_ready_only_with_a_model_and_after_table_recovery() -> None:
+    from types import SimpleNamespace
+
+    from streams.control import ModelControl
+    from streams.settings import Settings
+    from streams.web import Ops
+
+    class Flag:
+        def __init__(self) -> None:
+            self.value = False
+
+        def is_set(self) -> bool:
+            return self.value
+
+    recovery = SimpleNamespace(completed=Flag(), in_recovery=True)
+    state: dict = {}
+    ops = Ops(settings=Settings(), metrics=WorkerMetrics(), feed=LiveFeed(),
+              control=ModelControl(Settings(control_topic="")), pseudonymize=None, state=state,
+              app=SimpleNamespace(tables=SimpleNamespace(recovery=recovery)))
+    assert not ops.readiness()["ready"]
+    state["pipeline"] = object()  # model loaded, recovery still running
+    assert ops.readiness()["checks"] == {"model_loaded": True, "recovery_completed": False, "not_in_recovery": False}
+    recovery.completed.value, recovery.in_recovery = True, False
+    assert ops.readiness()["ready"]
+    recovery.in_recovery = True  # a later rebalance restores again
+    assert not ops.readiness()["ready"]
