@@ -131,3 +131,34 @@ def test_ready_only_with_a_model_and_after_table_recovery() -> None:
     assert ops.readiness()["ready"]
     recovery.in_recovery = True  # a later rebalance restores again
     assert not ops.readiness()["ready"]
+
+
+def test_grafana_dashboard_and_alerts_only_use_metrics_the_worker_exports() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    m = WorkerMetrics()
+    m.observe_batch(1, 1, 1, {"not_json": 1}, 0.001, 0.001, np.array([0.0]), 1.0)
+    m.set_model("gru-x")
+    m.set_lag({("clicks", 0): 1})
+    m.recovery_remaining.labels("active").set(0)
+    m.model_swaps.labels("ok").inc()
+    m.erasures.labels("erased").inc()
+    exported = {s.name for fam in text_string_to_metric_families(m.render().decode()) for s in fam.samples}
+    dashboard = json.loads((root / "deploy/grafana/dashboards/intentstream.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    alerts = yaml.safe_load((root / "deploy/prometheus/alerts.yml").read_text())
+    exprs += [r["expr"] for g in alerts["groups"] for r in g["rules"]]
+    used = {name for e in exprs for name in re.findall(r"intentstream_[a-z0-9_]+", e)}
+    assert used and used <= exported, used - exported
+    # Prometheus scrapes the port the compose workers serve on.
+    prom = yaml.safe_load((root / "deploy/prometheus/prometheus.yml").read_text())
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    worker_cmd = compose["services"]["worker"]["command"]
+    port = prom["scrape_configs"][0]["dns_sd_configs"][0]["port"]
+    assert worker_cmd[worker_cmd.index("--web-port") + 1] == str(port)
+    assert compose["services"]["worker"]["environment"]["INTENTSTREAM_WEB_BIND"] == "0.0.0.0"
