@@ -162,3 +162,12 @@ def test_grafana_dashboard_and_alerts_only_use_metrics_the_worker_exports() -> N
     port = prom["scrape_configs"][0]["dns_sd_configs"][0]["port"]
     assert worker_cmd[worker_cmd.index("--web-port") + 1] == str(port)
     assert compose["services"]["worker"]["environment"]["INTENTSTREAM_WEB_BIND"] == "0.0.0.0"
+
+
+def test_feed_decodes_at_most_decode_max_intents_per_batch() -> None:
+    feed = LiveFeed(decode_max=2, top_n=10)
+    feed.snapshot()  # somebody watches
+    feed.observe(5, 5, 0, 1.0, [intent(f"u{i}", f"s{i}", 0.1 * i) for i in range(5)])
+    snap = feed.snapshot()
+    assert {r["session_id"] for r in snap["top_sessions"]} == {"s3", "s4"}
+    assert snap["totals"]["intents_out"] == 5
