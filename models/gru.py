@@ -31,6 +31,7 @@ class GRUConfig:
     item_dim: int = 16
     category_dim: int = 8
     head_hidden: int = 64
+    dropout: float = 0.0  # on the embeddings during training only (eval/step paths are unaffected)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +57,7 @@ class IntentGRU(nn.Module):
         self.type_emb = nn.Embedding(c.n_types, c.type_dim)
         self.item_emb = nn.Embedding(c.n_item_buckets, c.item_dim)
         self.category_emb = nn.Embedding(c.n_category_buckets, c.category_dim)
+        self.emb_dropout = nn.Dropout(c.dropout)
         in_dim = c.type_dim + c.item_dim + c.category_dim + c.n_numeric
         self.gru = nn.GRU(in_dim, c.hidden_size, batch_first=True)
         self.head = nn.Sequential(
@@ -92,15 +94,9 @@ class IntentGRU(nn.Module):
 
     def _gru_input(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         # cat (..., 3) int64, num (..., Fn) -> (..., in_dim)
-        return torch.cat(
-            (
-                self.type_emb(cat[..., 0]),
-                self.item_emb(cat[..., 1]),
-                self.category_emb(cat[..., 2]),
-                (num - self.num_mean) / self.num_std,
-            ),
-            dim=-1,
-        )
+        emb = torch.cat((self.type_emb(cat[..., 0]), self.item_emb(cat[..., 1]), self.category_emb(cat[..., 2])),
+                        dim=-1)
+        return torch.cat((self.emb_dropout(emb), (num - self.num_mean) / self.num_std), dim=-1)
 
     def _head(self, h: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
         # h (..., H), roll (..., Fr) -> calibrated logits (...)

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     hidden_size: int = 64
     item_dim: int = 16
+    dropout: float = 0.0
+    lr_decay: float = 1.0  # multiply the learning rate by this after every epoch
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 0.0
@@ -162,7 +164,8 @@ def fit(
     packed = Packed.from_dataset(ds)
     tr_rows = np.concatenate([np.arange(packed.offsets[i], packed.offsets[i] + packed.lengths[i]) for i in tr])
 
-    model = IntentGRU(GRUConfig.from_spec(spec, hidden_size=config.hidden_size, item_dim=config.item_dim))
+    model = IntentGRU(GRUConfig.from_spec(spec, hidden_size=config.hidden_size, item_dim=config.item_dim,
+                                          dropout=config.dropout))
     num_tr, roll_tr = packed.num[tr_rows].astype(np.float64), packed.roll[tr_rows].astype(np.float64)
     model.set_normalization(num_tr.mean(0), num_tr.std(0), roll_tr.mean(0), roll_tr.std(0))
     # Start the output bias at the training base rate: faster and calmer first epoch.
@@ -170,6 +173,7 @@ def fit(
     with torch.no_grad():
         model.head[-1].bias.fill_(math.log(base / (1 - base)))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=config.lr_decay)
 
     def val_loss() -> tuple[float, float]:
         logits = predict_logits(model, packed, va)
@@ -198,8 +202,9 @@ def fit(
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
-            total += float(loss) * len(b)
+            total += loss.item() * len(b)
             n += len(b)
+        sched.step()
         vl, vauc = val_loss()
         history.append({"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_loss": vl, "val_auc": vauc,
                         "elapsed_s": round(time.perf_counter() - t0, 1)})
