@@ -20,6 +20,7 @@ from tests.integration.helpers import (
     decode_all,
     intents_by_event,
     make_model,
+    private_ops_env,
     produce,
     start_worker,
     stop_worker,
@@ -55,7 +56,8 @@ def test_replay_equals_live_and_resumes_after_sigkill(kafka_bootstrap: str, uniq
 
     # Live: one worker scores the topic.
     log_path = tmp_path / "worker.log"
-    worker = start_worker(pipe, tmp_path / "worker-state", log_path, ["--model", str(model_dir)])
+    worker = start_worker(pipe, tmp_path / "worker-state", log_path, ["--model", str(model_dir)],
+                          env=private_ops_env(unique))
     try:
         live = decode_all(collect(kafka_bootstrap, pipe.intents, _distinct_ids(len(events)), timeout_s=150))
         assert worker.poll() is None, "worker died:\n" + tail(log_path)
