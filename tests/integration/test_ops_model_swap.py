@@ -57,8 +57,8 @@ def test_deploy_reaches_every_worker_bad_model_refused_rollback(kafka_bootstrap:
         return {i["model_version"] for i in mine}
 
     ports = [free_port_pair(), free_port_pair()]
-    workers = [start_worker(pipe, tmp_path / f"w{i}", tmp_path / f"w{i}.log", ["--model", str(m1), "--web-port", str(p)])
-               for i, p in enumerate(ports)]
+    workers = [start_worker(pipe, tmp_path / f"w{i}", tmp_path / f"w{i}.log",
+                            ["--model", str(m1), "--web-port", str(p)]) for i, p in enumerate(ports)]
 
     def logs() -> str:
         return "\n".join(tail(tmp_path / f"w{i}.log", 3000) for i in range(len(ports)))
@@ -84,8 +84,10 @@ def test_deploy_reaches_every_worker_bad_model_refused_rollback(kafka_bootstrap:
         assert cli.main(["deploy", str(bad)]) == 1
         control.publish(kafka_bootstrap, f"{pipe.app_id}-control",
                         control.deploy_message(control.ModelRef("gru-corrupted", str(bad))))
-        wait_for(lambda: all((get_json(f"http://127.0.0.1:{p}/status") or {"model": {"refused": []}})["model"]["refused"]
-                             for p in ports), 30, what="bad model refused")
+        def refused(port: int) -> list:
+            return ((get_json(f"http://127.0.0.1:{port}/status") or {}).get("model") or {}).get("refused") or []
+
+        wait_for(lambda: all(refused(p) for p in ports), 30, what="bad model refused")
         assert all_serve(v2)
         assert versions_of(phases[2]) == {v2}
 

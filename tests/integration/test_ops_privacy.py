@@ -69,7 +69,8 @@ def test_pseudonymized_ids_and_forget_survives_restore_from_changelog(kafka_boot
         got = intents_for(first)
         assert len(got) == 10, tail(logs[0])
         assert {i["user_id"] for i in got.values()} == {pseudo(alice), pseudo(bob)}
-        raw = b"".join(r.value + (r.key or b"") for r in collect(kafka_bootstrap, pipe.intents, lambda rs: len(rs) >= 10))
+        records = collect(kafka_bootstrap, pipe.intents, lambda rs: len(rs) >= 10)
+        raw = b"".join(r.value + (r.key or b"") for r in records)
         assert alice.encode() not in raw and bob.encode() not in raw  # neither in intent values nor keys
 
         assert cli.main(["forget", alice]) == 0
