@@ -195,8 +195,14 @@ class ModelControl:
             return
         try:
             while True:
-                if await self._drain(until_end=False):
-                    await self._apply(pipeline)
+                try:
+                    if await self._drain(until_end=False):
+                        await self._apply(pipeline)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - a broker hiccup must not end model control for good
+                    log.exception("control topic: reading failed; retrying in 2 s")
+                    await asyncio.sleep(2.0)
         finally:
             await self._consumer.stop()
 
@@ -206,7 +212,7 @@ class ModelControl:
             return
         try:
             scorer = await self._load(want)
-        except (artifacts.ArtifactError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever breaks loading, the serving model stays
             self._refuse(want, exc)
             return
         old = pipeline.scorer.version
