@@ -9,7 +9,9 @@ Inputs per event:
 - cat  (3,) int64: event type index, hashed item bucket, hashed category bucket (0 = absent)
 - num  (n_numeric,) float32: NUMERIC_NAMES below (GRU input, next to the embeddings)
 - roll (n_rolling,) float32: head-only inputs, so a hidden state depends on the session's own events and
-  nothing else: log1p of the user's rolling-window features, then the event's context (device one-hot).
+  nothing else: log1p of the user's rolling-window features; log1p of the same windows without this
+  session's own events ("history": what earlier sessions did, which the GRU cannot see); the event's
+  context (device one-hot).
 
 Featurization is stateless: no fitted statistics here. Mean/std normalization is fitted on the training
 set and lives inside the model as buffers (see models.gru), so it travels with the weights.
@@ -21,13 +23,13 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from models.ids import bucket
-from models.windows import DEFAULT_HORIZONS, Horizon, window_feature_names
-from schemas.events import N_EVENT_TYPES
+from models.windows import DEFAULT_HORIZONS, N_VALUES, Horizon, window_feature_names
+from schemas.events import EVENT_TYPE_INDEX, N_EVENT_TYPES
 
 if TYPE_CHECKING:  # pragma: no cover
     from models.session import RecentEvent
@@ -36,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Bump FEATURE_CODE_VERSION whenever the meaning of any input changes: it is part of the spec hash,
 # so a model trained on the old featurization refuses to load against the new code.
-FEATURE_CODE_VERSION = "f1"
+FEATURE_CODE_VERSION = "f1"  # (unreleased; kept at f1 while the layout settles)
 
 NUMERIC_NAMES: tuple[str, ...] = (
     "log_dt_s",        # log1p(seconds since the previous event in the session); 0 for the first
@@ -50,6 +52,9 @@ NUMERIC_NAMES: tuple[str, ...] = (
     "dow_sin",         # day of week (UTC, event time) on the unit circle
     "dow_cos",
 )
+
+_ADD_TO_CART = EVENT_TYPE_INDEX["add_to_cart"]
+_PURCHASE = EVENT_TYPE_INDEX["purchase"]
 
 # Head-only context of the current event (device is per-session in practice; absent -> "none").
 DEVICES: tuple[str, ...] = ("desktop", "mobile", "tablet", "app")
@@ -89,7 +94,8 @@ class FeatureSpec:
     @property
     def rolling_names(self) -> list[str]:
         """Names of StepInput.roll: the transformed window features, then the context one-hot."""
-        return ["log1p." + n for n in window_feature_names(self.horizons)] + list(CONTEXT_NAMES)
+        names = window_feature_names(self.horizons)
+        return ["log1p." + n for n in names] + ["log1p.hist." + n for n in names] + list(CONTEXT_NAMES)
 
     @property
     def n_rolling(self) -> int:
@@ -175,21 +181,58 @@ def context_index(device: str | None) -> int:
     return _DEVICE_INDEX.get(device.lower(), len(CONTEXT_NAMES) - 1)
 
 
-def rolling_inputs(window_features: np.ndarray, spec: FeatureSpec, device: str | None = None) -> np.ndarray:
-    """Head inputs (n_rolling,): log1p of raw RollingWindows.features() (heavy-tailed counts and sums),
-    then the one-hot device context of the event being scored."""
+def session_window_values(events: "Sequence[RecentEvent]", now_ms: int, horizons: tuple) -> np.ndarray:
+    """What `events` (this session's clicks) contribute to RollingWindows.features(now_ms), same layout
+    and same bucket rule (b(now) - n < b(ts) <= b(now)); money from the stored float32 prices."""
+    out = [0.0] * (len(horizons) * N_VALUES)
+    for hi, h in enumerate(horizons):
+        bn = now_ms // h.bucket_ms
+        lo = bn - h.length_ms // h.bucket_ms
+        base = hi * N_VALUES
+        for r in events:
+            b = r.ts_ms // h.bucket_ms
+            if lo < b <= bn:
+                t = r.type_index
+                out[base + t] += 1.0
+                if t == _ADD_TO_CART:
+                    out[base + N_EVENT_TYPES] += r.price * r.quantity
+                elif t == _PURCHASE:
+                    out[base + N_EVENT_TYPES + 1] += r.price * r.quantity
+    return np.array(out, dtype=np.float32)
+
+
+def rolling_inputs(
+    window_features: np.ndarray,
+    spec: FeatureSpec,
+    device: str | None = None,
+    session_values: np.ndarray | None = None,
+) -> np.ndarray:
+    """Head inputs (n_rolling,): log1p of raw RollingWindows.features() (heavy-tailed counts and sums);
+    log1p of the windows minus `session_values` (this session's own share, see session_window_values;
+    None = no session events); then the one-hot device context of the event being scored."""
     out = np.zeros(spec.n_rolling, dtype=np.float32)
-    wf = np.asarray(window_features, dtype=np.float32)
+    wf = np.maximum(np.asarray(window_features, dtype=np.float32), 0.0)
     n = len(wf)
-    out[:n] = np.log1p(np.maximum(wf, 0.0))
-    out[n + context_index(device)] = 1.0
+    out[:n] = np.log1p(wf)
+    hist = wf if session_values is None else np.maximum(wf - session_values, 0.0)
+    out[n:2 * n] = np.log1p(hist)
+    out[2 * n + context_index(device)] = 1.0
     return out
+
+
+def session_events_upto(step: "Step") -> "list[RecentEvent]":
+    """This session's recent events up to and including the step's own event, found by position so the
+    answer stays right if later clicks of the session were applied before featurizing this step."""
+    sess = step.session
+    first_pos = sess.n_events - len(sess.recent)
+    return sess.recent[: max(0, step.position - first_pos + 1)]
 
 
 def step_input(step: "Step", spec: FeatureSpec) -> StepInput:
     """Model inputs for the click that produced `step` (serving and training both call this)."""
     cat, num = event_inputs(step.recent_event, step.prev_ts_ms, step.position, spec)
-    return StepInput(cat, num, rolling_inputs(step.window_features, spec, step.event.device))
+    own = session_window_values(session_events_upto(step), step.event.ts, spec.horizons)
+    return StepInput(cat, num, rolling_inputs(step.window_features, spec, step.event.device, own))
 
 
 def advance(

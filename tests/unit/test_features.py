@@ -39,7 +39,7 @@ def test_shapes_and_dtypes():
     assert inp.cat.dtype == np.int64 and inp.cat.shape == (3,)
     assert inp.num.dtype == np.float32 and inp.num.shape == (SPEC.n_numeric,)
     assert inp.roll.dtype == np.float32 and inp.roll.shape == (SPEC.n_rolling,)
-    assert SPEC.n_rolling == 30 + len(CONTEXT_NAMES)
+    assert SPEC.n_rolling == 2 * 30 + len(CONTEXT_NAMES)
 
 
 def test_event_values():
@@ -64,6 +64,7 @@ def test_event_values():
     names = SPEC.rolling_names
     assert a.roll[names.index("log1p.1h.product_view")] == pytest.approx(math.log1p(1))
     assert b.roll[names.index("log1p.1h.cart_value_added")] == pytest.approx(math.log1p(39.98), rel=1e-5)
+    assert a.roll[names.index("log1p.hist.1h.product_view")] == 0.0  # its own session only
     assert a.roll[names.index("device.none")] == 1.0
     assert b.roll[names.index("device.mobile")] == 1.0 and b.roll[names.index("device.none")] == 0.0
 
@@ -113,8 +114,32 @@ def test_rolling_inputs_clip_and_log():
     out = rolling_inputs(wf, SPEC, "tablet")
     assert out[0] == 0.0  # negatives clipped before log1p
     assert out[5] == pytest.approx(math.log1p(4.0))
-    assert out[30 + CONTEXT_NAMES.index("device.tablet")] == 1.0
-    assert rolling_inputs(wf, SPEC, "smart-fridge")[30 + CONTEXT_NAMES.index("device.other")] == 1.0
+    assert np.array_equal(out[30:60], out[:30])  # no session share given: history == windows
+    assert out[60 + CONTEXT_NAMES.index("device.tablet")] == 1.0
+    assert rolling_inputs(wf, SPEC, "smart-fridge")[60 + CONTEXT_NAMES.index("device.other")] == 1.0
+    own = np.ones(30, dtype=np.float32) * 2
+    out = rolling_inputs(wf, SPEC, None, own)
+    assert out[30 + 5] == pytest.approx(math.log1p(2.0)) and out[30 + 2] == 0.0  # 1 - 2 clipped at 0
+
+
+def test_history_windows_exclude_the_current_session():
+    """hist.* = what earlier sessions left in the windows: exact, also after later clicks were applied."""
+    state = UserState.new("u1")
+    names = SPEC.rolling_names
+    advance(state, _ev(0, T0, "add_to_cart", price=5.0, quantity=2), SPEC)          # earlier session
+    advance(state, _ev(1, T0 + 60_000, "purchase", price=5.0, quantity=2), SPEC)
+    s2 = T0 + 45 * 60_000                                                            # new session (gap)
+    step_a, a = advance(state, _ev(2, s2, "add_to_cart", price=3.0), SPEC)
+    step_b, b = advance(state, _ev(3, s2 + 60_000, "product_view"), SPEC)
+    assert step_b.session is step_a.session and not step_b.new_session
+    for x in (a, b):
+        assert x.roll[names.index("log1p.hist.1h.add_to_cart")] == pytest.approx(math.log1p(1))
+        assert x.roll[names.index("log1p.hist.1h.cart_value_added")] == pytest.approx(math.log1p(10.0), rel=1e-5)
+        assert x.roll[names.index("log1p.hist.1h.purchase")] == pytest.approx(math.log1p(1))
+        assert x.roll[names.index("log1p.hist.1h.product_view")] == 0.0
+    assert a.roll[names.index("log1p.1h.add_to_cart")] == pytest.approx(math.log1p(2))  # windows include it
+    # featurizing step_a again after step_b was applied gives the same inputs
+    assert np.array_equal(step_input(step_a, SPEC).roll, a.roll)
 
 
 def test_step_input_matches_event_inputs():
