@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
 
-USERS = 4000  # simulated users (about 7 events per user-day)
+USERS = 3000  # simulated users (about 7 events per user-day)
 DAYS = 3
 PARTITIONS = 6
 FAILOVER_USERS = 800

@@ -31,7 +31,9 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda
     max_message_bytes: int = 65_536
     standby_replicas: int = 0
-    session_timeout: float = 10.0  # seconds without heartbeats before the group moves a dead worker's partitions
+    # Seconds without heartbeats before the group moves a dead worker's partitions: bounds failover after a
+    # crash, and must outlast a broker restart (a Faust worker whose session expires stalls; docs).
+    session_timeout: float = 30.0
     session_gap_min: float = 30.0
     torch_threads: int = 1
     # Operations (docs/operations.md): model hot swap, right to erasure, pseudonymization.

@@ -191,9 +191,13 @@ def group_members(bootstrap: str, group: str) -> dict[str, dict[str, set[int]]]:
     """
     from kafka import KafkaAdminClient
 
+    from kafka.errors import CoordinatorNotAvailableError
+
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         desc = admin.describe_groups([group])[group]
+    except CoordinatorNotAvailableError:  # a fresh broker creates __consumer_offsets on first use
+        return {}
     finally:
         admin.close()
     out: dict[str, dict[str, set[int]]] = {}

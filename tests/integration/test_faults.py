@@ -147,7 +147,8 @@ def test_broker_restart_mid_stream(tmp_path: Path, unique: str, model_dir: Path)
         events = [e for e, _p in simulate(SimConfig(n_users=200, n_days=2, seed=8))]
         env = private_ops_env(unique)
         workers = {n: start_worker(pipe, tmp_path / n, tmp_path / f"{n}.log",
-                                   ["--model", str(model_dir), "--max-batch", "64"], env=env) for n in "ab"}
+                                   ["--model", str(model_dir), "--max-batch", "64", "--session-timeout", "30"],
+                                   env=env) for n in "ab"}
         wait_for(lambda: len(group_members(bootstrap, pipe.app_id)) == 2, 120, what="two members")
         load = Load(bootstrap, pipe.clicks, events, rate=len(events) / 15.0)
         wait_for(lambda: load.sent >= len(events) // 3, 60, what="a third of the load")
