@@ -11,7 +11,7 @@ import pytest
 from kafka import KafkaProducer
 
 from models.simulator import SimConfig, simulate
-from streams.replay import ReplayConfig, run_replay
+from streams.replay import ReplayConfig, parse_offsets, parse_time, run_replay
 from streams.topics import ensure_topics
 from tests.integration.conftest import REPO_ROOT
 from tests.integration.helpers import (
@@ -135,3 +135,13 @@ def test_replay_time_range_and_end_captured_at_start(kafka_bootstrap: str, uniqu
                                          data_dir=tmp_path / "state-all", model_dir=model_dir, device="cpu",
                                          progress="off", fresh=True))
     assert everything.events == len(events) + len(late)
+
+
+def test_range_flags_parse() -> None:
+    assert parse_offsets("0=5, clicks-b:2=7", ("clicks-a", "clicks-b")) == {
+        "clicks-a/0": 5, "clicks-b/0": 5, "clicks-b/2": 7}
+    with pytest.raises(ValueError):
+        parse_offsets("0:5", ("t",))
+    assert parse_time("1700000000000") == 1_700_000_000_000
+    assert parse_time("2023-11-14T22:13:20Z") == parse_time("2023-11-14T22:13:20") == 1_700_000_000_000
+    assert parse_time("2023-11-14T23:13:20+01:00") == 1_700_000_000_000
