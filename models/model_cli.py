@@ -123,8 +123,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = FeatureSpec()
     ds = build_dataset(src.events, spec)
     prep_s = time.perf_counter() - t0
-    cfg = TrainConfig(hidden_size=args.hidden, item_dim=args.item_dim, batch_size=args.batch_size, lr=args.lr,
-                      max_epochs=args.epochs, patience=args.patience, seed=args.seed, threads=args.threads,
+    given = {"hidden_size": args.hidden, "item_dim": args.item_dim, "dropout": args.dropout,
+             "batch_size": args.batch_size, "lr": args.lr, "max_epochs": args.epochs, "patience": args.patience}
+    cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None}, seed=args.seed, threads=args.threads,
                       max_minutes=args.max_minutes)
     res = fit(ds, spec, cfg, p_optimal=src.p_optimal)
     meta = {**res.meta, "data": {"source": src.description, "sha256": src.data_hash, "n_events": len(src.events),
@@ -204,12 +205,14 @@ def register(subparsers) -> None:
                               description=cmd_train.__doc__ or "Train the intent GRU.")
     add_source_args(p)
     p.add_argument("--out", required=True, help="artifact directory to write")
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--item-dim", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--epochs", type=int, default=20, help="maximum epochs (early stopping may end sooner)")
-    p.add_argument("--patience", type=int, default=3)
+    # Defaults (None) come from models.train.TrainConfig; torch is not imported just to show --help.
+    p.add_argument("--hidden", type=int, help="GRU hidden size (64)")
+    p.add_argument("--item-dim", type=int, help="item embedding size, 0 for none (8)")
+    p.add_argument("--dropout", type=float, help="embedding dropout while training (0.2)")
+    p.add_argument("--batch-size", type=int, help="sessions per batch (512)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (3e-3)")
+    p.add_argument("--epochs", type=int, help="maximum epochs; early stopping may end sooner (20)")
+    p.add_argument("--patience", type=int, help="epochs without validation improvement before stopping (4)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=None, help="training time budget")
     p.set_defaults(func=cmd_train)
