@@ -87,3 +87,10 @@ def test_cli_train_evaluate_export(tmp_path):
     assert art.version == meta["version"]
     args = parser.parse_args(["export", str(out), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
     assert args.func(args) == 0 and (tmp_path / "m.onnx").stat().st_size > 0
+    rep = tmp_path / "report"
+    args = parser.parse_args(["evaluate", str(out), "--simulate", "150", "--sim-days", "5", "--seed", "3",
+                              "--out", str(rep), "--split", "all"])
+    assert args.func(args) == 0
+    metrics = json.loads((rep / "metrics.json").read_text())
+    assert "gru" in json.dumps(metrics) and "optimal" in json.dumps(metrics) and "gbm" in json.dumps(metrics)
+    assert (rep / "report.md").exists()
