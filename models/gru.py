@@ -130,6 +130,14 @@ class IntentGRU(nn.Module):
         h_new = out[:, 0]                               # (B, H)
         return torch.sigmoid(self._head(h_new, roll)), h_new
 
+    def run(
+        self, cat: torch.Tensor, num: torch.Tensor, roll: torch.Tensor, h0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Continue B sessions by T events each from their states h0 (the worker's micro-batch path):
+        cat (B,T,3), num (B,T,Fn), roll (B,T,Fr), h0 (B,H) -> p (B,T), hidden states out (B,T,H)."""
+        out, _ = self.gru(self._gru_input(cat, num), h0.unsqueeze(0).contiguous())
+        return torch.sigmoid(self._head(out, roll)), out
+
     def hidden_from_inputs(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         """Hidden state after a run of events, cat (B,T,3), num (B,T,Fn) -> (B,H); rebuilds a
         session's state from its recent events without touching the head or rolling features."""

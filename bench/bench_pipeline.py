@@ -1,0 +1,268 @@
+"""End-to-end throughput and latency, all against one real broker in one run (DESIGN §7).
+
+  (a) bare aiokafka consume → produce loop (the ceiling for any Python consumer on this machine)
+  (b) the intentstream worker (Faust, RocksDB table, micro-batched GRU), a real subprocess
+  (c) a naive design: per event, no batching, the GRU over the whole session so far
+
+Throughput is measured on a pre-filled topic (saturation); latency at fixed offered loads, from the
+moment the benchmark sends a click to the moment it receives its intent (same process, same clock).
+
+    .venv/bin/python bench/bench_pipeline.py                 # defaults below
+    .venv/bin/python bench/bench_pipeline.py --events 50000 --naive-events 3000 --rates 1000,5000
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from deploy.kafka import local_broker  # noqa: E402
+from models.simulator import SimConfig, simulate  # noqa: E402
+from schemas.codec import encode_click  # noqa: E402
+from streams.topics import ensure_topics  # noqa: E402
+
+EVENTS = 100_000
+NAIVE_EVENTS = 5_000
+PARTITIONS = 6
+RATES = (1000, 5000)
+LATENCY_SECONDS = 10.0
+
+
+def make_events(n: int, seed: int):
+    users = max(100, n // 9)  # ~9 events per simulated user over a few days
+    out = []
+    for ev, _p in simulate(SimConfig(n_users=users, n_days=4, seed=seed)):
+        out.append(ev)
+        if len(out) == n:
+            break
+    return out
+
+
+async def fill(bootstrap: str, topic: str, events) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        for ev in events:
+            await producer.send(topic, key=ev.user_id.encode(), value=encode_click(ev))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def bare_loop(bootstrap: str, src: str, dst: str, n: int) -> float:
+    """(a): consume every record and produce its value unchanged; events/s."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=f"bare-{time.time_ns()}",
+                                auto_offset_reset="earliest", enable_auto_commit=True, max_poll_records=2000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, max_batch_size=512 * 1024)
+    await consumer.start()
+    await producer.start()
+    done, t0 = 0, None
+    try:
+        while done < n:
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            for records in batches.values():
+                if t0 is None:
+                    t0 = time.perf_counter()
+                for r in records:
+                    await producer.send(dst, key=r.key, value=r.value)
+                done += len(records)
+        await producer.flush()
+        return n / (time.perf_counter() - t0)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def naive_loop(bootstrap: str, src: str, dst: str, n: int, model_dir: str | None) -> float:
+    """(c): one event at a time; the whole session so far goes through the GRU for every click."""
+    import torch
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from models import artifacts
+    from models.features import advance
+    from models.state import UserState
+    from schemas.codec import decode_click
+
+    art = artifacts.load(model_dir or artifacts.DEFAULT_MODEL_DIR)
+    model, spec = art.model.eval(), art.spec
+    states: dict[str, UserState] = {}
+    sessions: dict[str, list] = {}
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=f"naive-{time.time_ns()}",
+                                auto_offset_reset="earliest", max_poll_records=500)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    await consumer.start()
+    await producer.start()
+    done, t0 = 0, None
+    try:
+        while done < n:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=500)).values():
+                t0 = t0 or time.perf_counter()
+                for r in records:
+                    if done >= n:
+                        break
+                    ev = decode_click(r.value)
+                    state = states.setdefault(ev.user_id, UserState.new(ev.user_id))
+                    step, x = advance(state, ev, spec)
+                    seq = sessions.setdefault(step.session.session_id, [])
+                    seq.append(x)
+                    with torch.no_grad():
+                        p = torch.sigmoid(model(torch.from_numpy(np.stack([s.cat for s in seq]))[None],
+                                                torch.from_numpy(np.stack([s.num for s in seq]))[None],
+                                                torch.from_numpy(np.stack([s.roll for s in seq]))[None]))[0, -1]
+                    await producer.send(dst, key=r.key, value=orjson.dumps({"event_id": ev.event_id, "p": float(p)}))
+                    done += 1
+        await producer.flush()
+        return n / (time.perf_counter() - t0)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def drain_intents(bootstrap: str, topic: str, n: int, timeout_s: float) -> tuple[float, int]:
+    """(b): read `n` intents; events/s between the first and the last one."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"drain-{time.time_ns()}",
+                                auto_offset_reset="earliest", max_poll_records=5000)
+    await consumer.start()
+    got, t_first, t_last = 0, None, None
+    deadline = time.monotonic() + timeout_s
+    try:
+        while got < n and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                now = time.perf_counter()
+                t_first = t_first or now
+                t_last = now
+                got += len(records)
+    finally:
+        await consumer.stop()
+    if got < n:
+        raise RuntimeError(f"only {got}/{n} intents within {timeout_s}s")
+    return n / (t_last - t_first), got
+
+
+async def latency_at(bootstrap: str, clicks: str, intents: str, events, rate: float, seconds: float) -> tuple:
+    """Send at `rate` events/s for `seconds`; p50/p99 of click→intent in ms, and intents received."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(intents, bootstrap_servers=bootstrap, group_id=f"lat-{time.time_ns()}",
+                                auto_offset_reset="latest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    await consumer.seek_to_end()
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    n = min(len(events), int(rate * seconds))
+    stop = asyncio.Event()
+
+    async def receive() -> None:
+        while not stop.is_set() or len(latencies) < len(sent_at):
+            batches = await consumer.getmany(timeout_ms=100)
+            now = time.perf_counter()
+            for records in batches.values():
+                for r in records:
+                    t = sent_at.get(orjson.loads(r.value)["event_id"])
+                    if t is not None:
+                        latencies.append((now - t) * 1000)
+            if stop.is_set() and time.perf_counter() - t_end > 10:
+                return
+
+    receiver = asyncio.create_task(receive())
+    t0 = time.perf_counter()
+    for i, ev in enumerate(events[:n]):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent_at[ev.event_id] = time.perf_counter()
+        await producer.send(clicks, key=ev.user_id.encode(), value=encode_click(ev))
+    t_end = time.perf_counter()
+    stop.set()
+    await receiver
+    await producer.stop()
+    await consumer.stop()
+    lat = np.array(latencies)
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), len(lat), n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=EVENTS)
+    ap.add_argument("--naive-events", type=int, default=NAIVE_EVENTS)
+    ap.add_argument("--rates", default=",".join(map(str, RATES)))
+    ap.add_argument("--seconds", type=float, default=LATENCY_SECONDS)
+    ap.add_argument("--model", default=None, help="model artifact dir (default: shipped model)")
+    ap.add_argument("--max-batch", type=int, default=None)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    cfg = local_broker.BrokerConfig(data_dir=work / "kafka", port=local_broker.free_port_pair())
+    local_broker.start(cfg)
+    bs = cfg.bootstrap
+    rows = []
+    worker = None
+    try:
+        events = make_events(args.events, seed=1)
+        ensure_topics(bs, {"clicks": PARTITIONS, "bare-out": PARTITIONS, "intents": PARTITIONS,
+                           "naive-out": PARTITIONS, "clickstream.dlq": 1})
+        asyncio.run(fill(bs, "clicks", events))
+        print(f"filled 'clicks' with {len(events)} events", flush=True)
+
+        bare = asyncio.run(bare_loop(bs, "clicks", "bare-out", len(events)))
+        rows.append(("(a) bare aiokafka consume→produce", f"{bare:,.0f} events/s", "-"))
+        print(rows[-1], flush=True)
+
+        cmd = [sys.executable, "-m", "streams.cli", "worker", "--bootstrap", bs, "--app-id", "bench",
+               "--topics", "clicks", "--partitions", str(PARTITIONS), "--data-dir", str(work / "worker"),
+               "--web-port", str(local_broker.free_port_pair())]
+        if args.model:
+            cmd += ["--model", args.model]
+        if args.max_batch:
+            cmd += ["--max-batch", str(args.max_batch)]
+        worker = subprocess.Popen(cmd, cwd=REPO, stdout=open(work / "worker.log", "wb"), stderr=subprocess.STDOUT)
+        piped, _ = asyncio.run(drain_intents(bs, "intents", len(events), timeout_s=900))
+        rows.append(("(b) intentstream worker", f"{piped:,.0f} events/s",
+                     f"≥ 20,000/s and ≥ 50% of (a): {piped / bare:.0%}"))
+        print(rows[-1], flush=True)
+
+        naive = asyncio.run(naive_loop(bs, "clicks", "naive-out", args.naive_events, args.model))
+        rows.append(("(c) naive: per event, full-session GRU", f"{naive:,.0f} events/s",
+                     f"(b)/(c) = {piped / naive:.1f}× (target ≥ 10×)"))
+        print(rows[-1], flush=True)
+
+        fresh = make_events(int(max(map(float, args.rates.split(","))) * args.seconds) + 10, seed=2)
+        for rate in map(float, args.rates.split(",")):
+            batch = [dataclasses.replace(e, event_id=f"lat{int(rate)}-{e.event_id}") for e in fresh]
+            p50, p99, got, sent = asyncio.run(latency_at(bs, "clicks", "intents", batch, rate, args.seconds))
+            rows.append((f"latency at {rate:,.0f} events/s", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({got}/{sent})",
+                         "p50 ≤ 10 ms, p99 ≤ 50 ms at 5k/s"))
+            print(rows[-1], flush=True)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=60)
+        local_broker.stop(cfg)
+
+    print("\n| case | figure | target / ratio |\n|---|---|---|")
+    for case, figure, target in rows:
+        print(f"| {case} | {figure} | {target} |")
+    print(f"\nworker log: {work / 'worker.log'}")
+
+
+if __name__ == "__main__":
+    main()
