@@ -81,6 +81,7 @@ def save(model: IntentGRU, meta: dict, out_dir: str | os.PathLike, spec: Feature
     tmp = weights_path.with_name(WEIGHTS_FILE + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": FORMAT})
     os.replace(tmp, weights_path)
+    os.chmod(weights_path, 0o644)  # the writer uses a private temp file; artifacts are meant to be shared
     digest = sha256_file(weights_path)
     version = f"gru-{digest[:12]}"
     full = {
