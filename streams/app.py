@@ -111,6 +111,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             for user_id, user_state in result.states.items():
                 with event_context(by_record[id(result.last_record[user_id])]):
                     users[user_id.encode()] = user_state.to_bytes()
+            # The state writes above wait in Faust's producer buffer (send_soon). Hand them to the client
+            # before the intents, so a crash is far less likely to publish an intent whose state is lost
+            # (failover would then re-score the event instead of re-emitting it byte-identical, DESIGN §4).
+            await app.producer.buffer.flush()
             # Straight to the producer: Faust's Topic.send builds a FutureMessage per record, which
             # cost more than scoring the record.
             send = app.producer.send
