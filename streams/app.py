@@ -6,6 +6,7 @@ Kafka, the RocksDB-backed table and the pipeline, once per micro-batch.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import weakref
 from contextlib import contextmanager
@@ -78,7 +79,13 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
 
     @app.task
     async def load_model() -> None:
-        chosen = scorer or await ops.control.initial_scorer()  # the deployed model, else settings.model_dir
+        try:
+            chosen = scorer or await ops.control.initial_scorer()  # the deployed model, else settings.model_dir
+        except Exception as exc:  # noqa: BLE001 - without a model the worker must stop, not hang
+            # Nothing was consumed yet, so nothing is lost; a crashed Faust app would leave the worker idling.
+            log.critical("cannot load the model, exiting: %s", exc)
+            logging.shutdown()
+            os._exit(3)
         ops.metrics.set_model(chosen.version)
         state["pipeline"] = pipeline = Pipeline(chosen, settings.max_message_bytes, pseudonymize=ops.pseudonymize)
         if scorer is None:
@@ -111,10 +118,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             for user_id, user_state in result.states.items():
                 with event_context(by_record[id(result.last_record[user_id])]):
                     users[user_id.encode()] = user_state.to_bytes()
-            # The state writes above wait in Faust's producer buffer (send_soon). Hand them to the client
-            # before the intents, so a crash is far less likely to publish an intent whose state is lost
-            # (failover would then re-score the event instead of re-emitting it byte-identical, DESIGN §4).
-            await app.producer.buffer.flush()
+            # The state writes above (changelog records) must be acknowledged before the intents go out:
+            # otherwise a crash can publish an intent whose state is lost, and failover re-scores the click
+            # instead of re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.
+            await app.producer.flush()
             # Straight to the producer: Faust's Topic.send builds a FutureMessage per record, which
             # cost more than scoring the record.
             send = app.producer.send

@@ -53,6 +53,7 @@ class BatchResult:
     dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # (key, DeadLetter bytes)
     states: dict[str, UserState] = field(default_factory=dict)  # users to write back, once each
     last_record: dict[str, Record] = field(default_factory=dict)  # per user: the record to write state under
+    scored: dict[tuple[str, int], bytes] = field(default_factory=dict)  # (source, offset) -> intent, this batch
     reemitted: int = 0  # re-delivered events answered with their stored intent
     unanswerable_duplicates: int = 0  # re-delivered events older than the stored intents
     dlq_codes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -94,20 +95,29 @@ class Pipeline:
                 per_user[event.user_id].append((rec, event))
 
         pending: dict[str, list[tuple[Record, ClickEvent]]] = {}
+        repeats: list[tuple[Record, ClickEvent]] = []
         for user_id, items in per_user.items():
             state = load_state(user_id, items[0][0]) or UserState.new(user_id, self.state_config)
             result.states[user_id] = state
             result.last_record[user_id] = items[-1][0]
-            fresh = []
+            fresh, in_batch = [], set()
             for rec, event in items:
                 if state.is_applied(rec.source, rec.offset):
                     self._reemit(state, rec, event, result)
+                elif (rec.source, rec.offset) in in_batch:  # delivered twice within this batch
+                    repeats.append((rec, event))
                 else:
+                    in_batch.add((rec.source, rec.offset))
                     fresh.append((rec, event))
             if fresh:
                 pending[user_id] = fresh
 
         self._score(pending, result)
+        for rec, event in repeats:  # their first copy was just scored: emit that intent again
+            first = result.scored.get((rec.source, rec.offset))
+            if first is not None:
+                result.intents.append((event.user_id, first))
+                result.reemitted += 1
         return result
 
     # -------------------------------------------------------------------------------- steps
@@ -181,8 +191,9 @@ class Pipeline:
                     cart_value=cart_value, recent_counts=counts, model_version=scorer.version,
                 )
                 state.remember_intent(remembered)
-                result.intents.append((seg.user_id, encode_intent(self._intent(event, seg.session.session_id,
-                                                                               remembered))))
+                encoded = encode_intent(self._intent(event, seg.session.session_id, remembered))
+                result.intents.append((seg.user_id, encoded))
+                result.scored[(rec.source, rec.offset)] = encoded
 
     def _hidden_before(self, step: Step) -> np.ndarray:
         """The session's GRU state before this event, rebuilt when the model changed since."""

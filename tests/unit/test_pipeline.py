@@ -154,3 +154,14 @@ def test_model_change_rebuilds_hidden_state_from_recent_events(tmp_path, events)
             assert abs(got["p_purchase"] - ref[got["event_id"]]["p_purchase"]) < 1e-5
             compared += 1
     assert compared > 0
+
+
+def test_a_record_delivered_twice_in_one_batch_is_scored_once_and_reemitted(tmp_path, events):
+    scorer = make_scorer(tmp_path)
+    records = to_records(events[:30])
+    doubled = records[:10] + [records[5]] + records[10:]
+    intents, dead = Store().run(Pipeline(scorer), doubled, batch_size=64)
+    assert not dead
+    assert len(intents) == 31
+    copies = [b for _u, b in intents if orjson.loads(b)["event_id"] == events[5].event_id]
+    assert len(copies) == 2 and copies[0] == copies[1]
