@@ -14,7 +14,7 @@ already left the ring stay gone (a ring cannot remember them).
 
 Money sums are kept as integer cents: integer addition is exact and order-independent, so running
 totals never drift and out-of-order arrival cannot change a float rounding. Plain lists beat numpy for
-single-element updates in pure Python (about 5x, see docs/benchmarks/state.md).
+single-element updates in pure Python (about 5x, see docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
