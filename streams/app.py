@@ -17,6 +17,7 @@ from faust.streams import _current_event
 
 from models.state import UserState
 
+from .gaps import find_gaps, progress_key, read_range
 from .pipeline import Pipeline, Record
 from .scorer import Scorer
 from .settings import Settings, faust_security
@@ -71,6 +72,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     # One record per user: windows, session, GRU hidden state, last applied offset, recent intents.
     users = app.Table("users", partitions=settings.partitions, key_type=bytes, value_type=bytes,
                       options={"driver": "rocksdict"})
+    # Per source partition: the last offset this app processed (see streams/gaps.py).
+    progress = app.Table("progress", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+                         options={"driver": "rocksdict"})
 
     state: dict[str, Pipeline] = {}
     app.intentstream = state  # type: ignore[attr-defined]  # for the web views and tests
@@ -91,6 +95,29 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         if scorer is None:
             await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
 
+    async def recover_gaps(records: list[Record], by_record: dict) -> list[Record]:
+        """Prepend source records that Faust acked without delivering (streams/gaps.py)."""
+        first_of_partition: dict[tuple[str, int], Record] = {}
+        for r in records:
+            first_of_partition.setdefault((r.topic, r.partition), r)
+        done = {}
+        for tp, rec in first_of_partition.items():
+            with event_context(by_record[id(rec)]):
+                raw = progress.get(progress_key(*tp))
+            done[tp] = int(raw) if raw is not None else None
+        gaps = find_gaps({tp: r.offset for tp, r in first_of_partition.items()}, done)
+        recovered: list[Record] = []
+        for (topic, partition), (start, end) in gaps.items():
+            missing = await read_range(settings.bootstrap, topic, partition, start, end)
+            log.warning("offsets %d..%d of %s/%d were acknowledged but never delivered by Faust; "
+                        "re-read %d records", start, end - 1, topic, partition, len(missing))
+            anchor = by_record[id(first_of_partition[(topic, partition)])]  # same partition: same table partition
+            for m in missing:
+                rec = Record(m.key, m.value, topic, partition, m.offset, records[0].arrived_ms)
+                by_record[id(rec)] = anchor
+                recovered.append(rec)
+        return recovered + records if recovered else records
+
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.max_batch, within=settings.max_wait):
@@ -107,6 +134,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 by_record[id(rec)] = ev
                 records.append(rec)
 
+            records = await recover_gaps(records, by_record)
+
             def load_state(user_id: str, rec: Record) -> UserState | None:
                 with event_context(by_record[id(rec)]):
                     data = users.get(user_id.encode())
@@ -118,6 +147,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             for user_id, user_state in result.states.items():
                 with event_context(by_record[id(result.last_record[user_id])]):
                     users[user_id.encode()] = user_state.to_bytes()
+            last_of_partition = {(r.topic, r.partition): r for r in records}
+            for (topic, partition), rec in last_of_partition.items():
+                with event_context(by_record[id(rec)]):
+                    progress[progress_key(topic, partition)] = str(rec.offset).encode()
             # The state writes above (changelog records) must be acknowledged before the intents go out:
             # otherwise a crash can publish an intent whose state is lost, and failover re-scores the click
             # instead of re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.

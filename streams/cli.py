@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # kafka-python and aiokafka log every connection attempt at INFO.
     for noisy in ("kafka", "aiokafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     return int(args.func(args) or 0)
 
 

@@ -154,6 +154,8 @@ def run_demo(args: argparse.Namespace) -> int:
         cwd=REPO_ROOT, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     print(f"[demo] worker pid {worker.pid} (log {log_path}); shoppers arriving at {args.rate:.0f} events/s")
+    print(f"[demo] dashboard: http://127.0.0.1:{settings.web_port}/dashboard   metrics: "
+          f"http://127.0.0.1:{settings.web_port}/metrics")
 
     load_args = argparse.Namespace(simulate=args.users, days=2, seed=args.seed, recent=True, file=None, format=None)
     stop = threading.Event()

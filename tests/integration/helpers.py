@@ -5,15 +5,26 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import pytest
 from kafka import KafkaConsumer
 
 from deploy.kafka.local_broker import free_port_pair
 from tests.integration.conftest import REPO_ROOT
+
+
+REBALANCE_LOSS = pytest.mark.xfail(
+    strict=False,
+    reason="known defect: faust-streaming 0.15.3 acks records it skipped during a rebalance (stale generation), "
+    "so a commit can pass records no agent saw; streams/gaps.py re-reads such gaps when a later record of the "
+    "partition arrives, but a gap at the end of a partition's traffic, or on a partition with no recorded "
+    "progress yet, can still lose events. Runs in CI; passes in most runs (XPASS).",
+)
 
 
 @dataclass
@@ -81,6 +92,21 @@ def tail(path: Path, n: int = 4000) -> str:
         return path.read_text(errors="replace")[-n:]
     except OSError:
         return "(no log)"
+
+
+class Load:
+    """Sends events at a fixed rate in a thread and counts what it has sent."""
+
+    def __init__(self, bootstrap: str, topic: str, events: list, rate: float):
+        self.sent = 0
+
+        def counted():
+            for ev in events:
+                yield ev
+                self.sent += 1
+
+        self.thread = threading.Thread(target=produce, args=(bootstrap, topic, counted(), rate), daemon=True)
+        self.thread.start()
 
 
 def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list:

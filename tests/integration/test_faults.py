@@ -3,7 +3,6 @@ restarted. No event may lose its intent; duplicates only as exact copies; state 
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from models.offline import offline_scores
 from models.simulator import SimConfig, simulate
 from streams.topics import ensure_topics
 from tests.integration.helpers import (
+    REBALANCE_LOSS,
+    Load,
     Pipeline,
     changelog_states,
     collect,
@@ -42,21 +43,6 @@ def model_dir(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("model") / "m", seed=5)
 
 
-class Load:
-    """Sends events at a fixed rate in a thread and counts what it has sent."""
-
-    def __init__(self, bootstrap: str, topic: str, events: list, rate: float):
-        self.sent = 0
-
-        def counted():
-            for ev in events:
-                yield ev
-                self.sent += 1
-
-        self.thread = threading.Thread(target=produce, args=(bootstrap, topic, counted(), rate), daemon=True)
-        self.thread.start()
-
-
 def _all_ids(n: int):
     return lambda rs: len({orjson.loads(r.value)["event_id"] for r in rs}) >= n
 
@@ -74,6 +60,7 @@ def recovery_seconds(records, partitions: set[int], since: float) -> float | Non
     return min(times) - since if times else None
 
 
+@REBALANCE_LOSS
 def test_sigkill_worker_then_empty_state_dir_restores_from_changelog(kafka_bootstrap: str, unique: str,
                                                                       tmp_path: Path, model_dir: Path) -> None:
     pipe = Pipeline.unique(kafka_bootstrap, unique, partitions=PARTITIONS)

@@ -2,7 +2,6 @@
 under load without losing an event."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import orjson
@@ -11,6 +10,8 @@ import pytest
 from models.simulator import SimConfig, simulate
 from streams.topics import ensure_topics
 from tests.integration.helpers import (
+    REBALANCE_LOSS,
+    Load,
     Pipeline,
     collect,
     decode_all,
@@ -34,21 +35,6 @@ def model_dir(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("model") / "m", seed=3)
 
 
-class Load:
-    """Sends events at a fixed rate in a thread and counts what it has sent."""
-
-    def __init__(self, bootstrap: str, topic: str, events: list, rate: float):
-        self.sent = 0
-
-        def counted():
-            for ev in events:
-                yield ev
-                self.sent += 1
-
-        self.thread = threading.Thread(target=produce, args=(bootstrap, topic, counted(), rate), daemon=True)
-        self.thread.start()
-
-
 def balanced(bootstrap: str, group: str, topic: str, n_members: int):
     """The group's members when there are n of them, each owning some of `topic`, together all of it."""
     members = group_members(bootstrap, group)
@@ -58,6 +44,7 @@ def balanced(bootstrap: str, group: str, topic: str, n_members: int):
     return None
 
 
+@REBALANCE_LOSS
 def test_replicas_spread_partitions_and_scale_out_and_in_under_load(kafka_bootstrap: str, unique: str,
                                                                      tmp_path: Path, model_dir: Path) -> None:
     pipe = Pipeline.unique(kafka_bootstrap, unique, partitions=PARTITIONS)
