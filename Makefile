@@ -16,7 +16,12 @@ deploy/kafka/lib/.resolved: deploy/kafka/pom.xml
 	mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies
 	touch $@
 
-setup: $(STAMP) deploy/kafka/lib/.resolved
+# The dashboard test drives headless Chromium; Debian's package, installed once when we may (root).
+/usr/bin/chromium:
+	-@[ "$$(id -u)" = 0 ] && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium not installed: the dashboard test will skip" >&2
+
+setup: $(STAMP) deploy/kafka/lib/.resolved /usr/bin/chromium
 
 ## The demo: broker, worker, simulated shoppers, live intents (Ctrl-C stops it).
 demo: setup
