@@ -59,7 +59,7 @@ def tile(dom: str, element_id: str) -> int:
     return int(m.group(1).replace(",", ""))
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (.ci/run installs it: apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (make setup installs it as root: apt-get install chromium)")
 def test_health_ready_metrics_and_live_dashboard(kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
     pipe = Pipeline.unique(kafka_bootstrap, unique)
     ensure_topics(kafka_bootstrap, {pipe.clicks: 3, pipe.intents: 3, pipe.dlq: 1})
