@@ -1,0 +1,77 @@
+"""Faust's own ceiling: an agent that only counts its take_events batches, on a pre-filled topic.
+
+The worker cannot be faster than this on the same machine; compare with bench_pipeline.py's (a) and (b).
+
+    .venv/bin/python bench/bench_faust_ceiling.py                # starts its own broker
+    .venv/bin/python bench/bench_faust_ceiling.py --events 40000 --max-wait 0.05
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_pipeline import PARTITIONS, fill, make_events  # noqa: E402
+from deploy.kafka import local_broker  # noqa: E402
+from streams.topics import ensure_topics  # noqa: E402
+
+APP = '''
+import os, time, faust
+n_target = int(os.environ["CEIL_EVENTS"])
+app = faust.App("ceiling-%d" % time.time_ns(), broker="kafka://" + os.environ["CEIL_BOOTSTRAP"], web_enabled=False,
+                consumer_auto_offset_reset="earliest", broker_max_poll_records=2000, stream_buffer_maxsize=4096)
+topic = app.topic("clicks", key_serializer="raw", value_serializer="raw", partitions=int(os.environ["CEIL_PARTITIONS"]))
+seen = {"n": 0, "t0": None}
+
+@app.agent(topic)
+async def count(stream):
+    async for events in stream.take_events(512, within=float(os.environ["CEIL_WAIT"])):
+        seen["t0"] = seen["t0"] or time.perf_counter()
+        seen["n"] += len(events)
+        if seen["n"] >= n_target:
+            print("RATE %.0f" % (seen["n"] / (time.perf_counter() - seen["t0"])), flush=True)
+            os._exit(0)
+
+app.main()
+'''
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=40_000)
+    ap.add_argument("--max-wait", type=float, default=0.05)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
+    cfg = local_broker.BrokerConfig(data_dir=work / "kafka", port=local_broker.free_port_pair())
+    local_broker.start(cfg)
+    try:
+        ensure_topics(cfg.bootstrap, {"clicks": PARTITIONS})
+        asyncio.run(fill(cfg.bootstrap, "clicks", make_events(args.events, seed=1)))
+        (work / "ceiling_app.py").write_text(APP)
+        env = {**os.environ, "CEIL_EVENTS": str(args.events), "CEIL_BOOTSTRAP": cfg.bootstrap,
+               "CEIL_PARTITIONS": str(PARTITIONS), "CEIL_WAIT": str(args.max_wait)}
+        t0 = time.monotonic()
+        done = subprocess.run([sys.executable, str(work / "ceiling_app.py"), "worker", "-l", "warn"],
+                              env=env, capture_output=True, text=True, timeout=600)
+        out = done.stdout + done.stderr  # Faust's worker routes print() through its logging
+    finally:
+        local_broker.stop(cfg)
+    rate = next((line.split()[-1] for line in out.splitlines() if "RATE" in line), None)
+    if rate is None:
+        print(out[-3000:])
+    print("| case | figure |\n|---|---|")
+    print(f"| empty Faust agent, take_events(512, within={args.max_wait * 1000:.0f} ms) | "
+          f"{rate or '?'} events/s ({time.monotonic() - t0:.0f} s incl. start) |")
+
+
+if __name__ == "__main__":
+    main()
