@@ -1,7 +1,7 @@
 """Batched incremental GRU scoring on cpu or cuda (no Faust here).
 
-One call scores one *round*: at most one event per session, so a session's events are stepped in
-order across rounds while different users share each batched GRU step.
+One call scores a whole micro-batch: each row is one session's new clicks, continued from that session's
+stored hidden state in one padded GRU pass (equal to stepping the clicks one by one, tested).
 """
 from __future__ import annotations
 
@@ -39,16 +39,6 @@ class Scorer:
     @classmethod
     def load(cls, model_dir: Path | None = None, device: str = "auto") -> "Scorer":
         return cls(artifacts.load(model_dir or artifacts.DEFAULT_MODEL_DIR), device)
-
-    @torch.inference_mode()
-    def step(self, cat: np.ndarray, num: np.ndarray, roll: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """cat (B,3) int64, num (B,Fn), roll (B,Fr), h (B,H) float32 -> p (B,) float64, h_new (B,H) float32."""
-        dev = self.device
-        p, h_new = self.model.step(
-            torch.from_numpy(cat).to(dev), torch.from_numpy(num).to(dev),
-            torch.from_numpy(roll).to(dev), torch.from_numpy(h).to(dev),
-        )
-        return p.double().cpu().numpy(), h_new.float().cpu().numpy()
 
     @torch.inference_mode()
     def run(self, cats: list[np.ndarray], nums: list[np.ndarray], rolls: list[np.ndarray],

@@ -32,11 +32,11 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{extra_listeners}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}{extra_listeners}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{extra_protocols}
 log.dirs={log_dirs}
 num.partitions=1
 # Topics are created explicitly with the right partition count (co-partitioning); a typo fails loudly.
@@ -53,7 +53,7 @@ group.initial.rebalance.delay.ms=0
 # Record timestamps are event times (replayed history can be years old): never expire by time.
 log.retention.ms=-1
 log.segment.bytes=104857600
-"""
+{extra_properties}"""
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,10 @@ class BrokerConfig:
     data_dir: Path = DEFAULT_DATA_DIR
     port: int = DEFAULT_PORT
     heap: str = "768m"
+    # More listeners beside PLAINTEXT, as (security protocol, port), e.g. (("SASL_PLAINTEXT", 9094),),
+    # and raw server.properties lines for them (SASL mechanisms, JAAS config).
+    extra_listeners: tuple[tuple[str, int], ...] = ()
+    extra_properties: str = ""
 
     @property
     def controller_port(self) -> int:
@@ -173,8 +177,12 @@ def start(cfg: BrokerConfig, timeout_s: float = 90.0) -> tuple[int, float]:
     ensure_jars()
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     props = cfg.data_dir / "server.properties"
-    props.write_text(SERVER_PROPERTIES.format(port=cfg.port, controller_port=cfg.controller_port,
-                                              log_dirs=cfg.data_dir / "logs"))
+    props.write_text(SERVER_PROPERTIES.format(
+        port=cfg.port, controller_port=cfg.controller_port, log_dirs=cfg.data_dir / "logs",
+        extra_listeners="".join(f",{name}://127.0.0.1:{port}" for name, port in cfg.extra_listeners),
+        extra_protocols="".join(f",{name}:{name}" for name, _port in cfg.extra_listeners),
+        extra_properties=cfg.extra_properties,
+    ))
     _format_storage(cfg, props)
     cmd = [
         _java(), f"-Xmx{cfg.heap}", f"-Xms{cfg.heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",

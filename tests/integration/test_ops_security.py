@@ -9,7 +9,6 @@ must fail.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -19,28 +18,10 @@ from deploy.kafka import local_broker as lb
 from streams.settings import client_security, faust_security, kafka_security_from_env
 from tests.integration.helpers import wait_for
 
-SERVER = """\
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{plain},CONTROLLER://127.0.0.1:{controller},SASL_PLAINTEXT://127.0.0.1:{sasl}
-advertised.listeners=PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+SASL_PROPERTIES = """\
 sasl.enabled.mechanisms=PLAIN
-listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \\
 required user_worker="worker-secret";
-log.dirs={logs}
-num.partitions=1
-auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
 """
 
 
@@ -49,20 +30,10 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory):
     """(PLAINTEXT bootstrap, SASL_PLAINTEXT bootstrap, data dir) of a broker started for this module."""
     data = tmp_path_factory.mktemp("kafka-sasl")
     plain, sasl = lb.free_port_pair(), lb.free_port_pair()
-    cfg = lb.BrokerConfig(data_dir=data, port=plain, heap="384m")
-    props = data / "server.properties"
-    props.write_text(SERVER.format(plain=plain, controller=plain + 1, sasl=sasl, logs=data / "logs"))
-    lb.ensure_jars()
-    lb._format_storage(cfg, props)
-    with open(data / "stdout.log", "ab") as out:
-        proc = subprocess.Popen(
-            [lb._java(), "-Xmx384m", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
-             f"-Dlog4j2.configurationFile={lb.KAFKA_DIR / 'log4j2.properties'}", f"-Dkafka.logs.dir={data}",
-             "-cp", str(lb.LIB_DIR / "*"), "kafka.Kafka", str(props)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    cfg.pid_file.write_text(str(proc.pid))
+    cfg = lb.BrokerConfig(data_dir=data, port=plain, heap="384m", extra_listeners=(("SASL_PLAINTEXT", sasl),),
+                          extra_properties=SASL_PROPERTIES)
+    lb.start(cfg)
     try:
-        lb.wait_ready(cfg.bootstrap, 90)
         yield cfg.bootstrap, f"127.0.0.1:{sasl}", data
     finally:
         lb.stop(cfg)
