@@ -5,8 +5,8 @@
                  ▼ per user, in offset order
       already applied? ──yes──► re-emit the stored intent byte-for-byte (DESIGN §4)
                  │ no
-                 ▼ rounds: the r-th new event of every user in one batched GRU step
-      UserState.apply → features.step_input → Scorer.step → IntentEvent
+                 ▼ UserState.apply → features.step_input, per user in order
+      segments (a user's consecutive clicks of one session) → one padded Scorer.run → IntentEvent
 
 The Faust shell (streams/app.py) only moves bytes between Kafka, the `users` table and this class,
 so everything here is unit-tested without a broker and reused by replay and the benchmarks.
