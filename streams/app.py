@@ -128,12 +128,27 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             arrived = time.time() * 1000.0
             by_record: dict[int, faust.EventT] = {}
             records = []
+            assigned, dropped = app.consumer.assignment(), []
             for ev in events:
                 m = ev.message
+                if m.tp not in assigned:
+                    # Buffered before a rebalance took its partition away: the new owner processes it from the
+                    # committed offset. Processing it here would write this user's state into a changelog
+                    # partition another worker now owns, where a later restore could pick the stale copy.
+                    dropped.append(m.tp)
+                    # Marked acked here so take_events' ack skips the bookkeeping: an unprocessed offset must
+                    # never count toward a commit, should the partition come back to this worker.
+                    m.acked = True
+                    continue
                 rec = Record(m.key, m.value, m.topic, m.partition, m.offset, arrived)
                 by_record[id(rec)] = ev
                 records.append(rec)
 
+            if dropped:
+                log.info("dropped %d buffered records of partitions revoked from this worker: %s",
+                         len(dropped), sorted(set(dropped)))
+            if not records:
+                continue
             records = await recover_gaps(records, by_record)
 
             def load_state(user_id: str, rec: Record) -> UserState | None:
@@ -144,6 +159,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             started = time.perf_counter()
             result = pipeline.process(records, load_state)
             process_s = time.perf_counter() - started
+            # The state written below keeps only this batch's intents (streams/pipeline.py), so the previous
+            # batch's intents must be durable first: otherwise a crash could leave them neither published nor
+            # re-emittable. Usually a no-op, since they went out while this batch was being processed.
+            await app.producer.flush()
             for user_id, user_state in result.states.items():
                 with event_context(by_record[id(result.last_record[user_id])]):
                     users[user_id.encode()] = user_state.to_bytes()

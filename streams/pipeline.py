@@ -180,6 +180,7 @@ class Pipeline:
             np.stack([seg.h0 for seg in segments]),
         )
         scored_at = int(now_ms())
+        new_per_user: dict[str, int] = defaultdict(int)
         for i, seg in enumerate(segments):
             seg.session.hidden = h_last[i]
             seg.session.hidden_version = scorer.version
@@ -190,10 +191,19 @@ class Pipeline:
                     latency_ms=round(scored_at - rec.arrived_ms, 3), session_events=n_events,
                     cart_value=cart_value, recent_counts=counts, model_version=scorer.version,
                 )
-                state.remember_intent(remembered)
+                state.recent_intents.append(remembered)
+                new_per_user[seg.user_id] += 1
                 encoded = encode_intent(self._intent(event, seg.session.session_id, remembered))
                 result.intents.append((seg.user_id, encoded))
                 result.scored[(rec.source, rec.offset)] = encoded
+        # The state is made durable before the batch's intents are (the shell flushes state, then sends), so
+        # it keeps the intent of *every* click of this batch, however many: after a crash in between, each
+        # re-delivered click finds its intent and is re-emitted byte-identical instead of being dropped as
+        # an unanswerable duplicate. Earlier batches' intents were durable before this state was written.
+        for user_id, n_new in new_per_user.items():
+            state = result.states[user_id]
+            intents = state.recent_intents
+            del intents[: max(0, len(intents) - max(state.config.max_intents, n_new))]
 
     def _hidden_before(self, step: Step) -> np.ndarray:
         """The session's GRU state before this event, rebuilt when the model changed since."""
@@ -225,7 +235,9 @@ class Pipeline:
             result.reemitted += 1
             return
         result.unanswerable_duplicates += 1
-        log.debug("re-delivered offset %s/%s is older than the stored intents; not re-emitted", rec.source, rec.offset)
+        # Not a loss as long as the shell keeps its write order (its intent was published before this state
+        # could forget it), but worth seeing: a burst of these after a crash would mean that order broke.
+        log.info("re-delivered offset %s/%s is older than the stored intents; not re-emitted", rec.source, rec.offset)
 
     @staticmethod
     def _session_id_for(state: UserState, event: ClickEvent) -> str:

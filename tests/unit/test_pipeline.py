@@ -136,6 +136,32 @@ def test_redelivered_events_reemit_identical_intents_and_leave_state_alone(tmp_p
     assert again and all(original[orjson.loads(b)["event_id"]] == b for _u, b in again)
 
 
+def test_crash_after_the_state_write_reemits_every_intent_of_the_batch(tmp_path, events):
+    """The shell makes a batch's state durable before its intents. A crash in between re-delivers the whole
+    batch; every click must find its intent in the state, even a user with many clicks in that batch."""
+    pipeline = Pipeline(make_scorer(tmp_path))
+    store = Store()
+    records = to_records(events[:300], partitions=1)
+    per_user = defaultdict(int)
+    for r in records:
+        per_user[r.key] += 1
+    assert max(per_user.values()) > UserState.new("u").config.max_intents  # the case that used to lose intents
+    first = pipeline.process(records, store.load)
+    for uid, state in first.states.items():  # state durable ...
+        store.data[uid] = state.to_bytes()
+    # ... intents lost with the crash; the records come again.
+    again = pipeline.process(records, store.load)
+    assert again.unanswerable_duplicates == 0 and again.reemitted == len(first.intents)
+    assert sorted(b for _u, b in again.intents) == sorted(b for _u, b in first.intents)
+
+    # The next batch's state keeps its own clicks' intents and forgets older ones, down to the usual few.
+    nxt = pipeline.process(to_records(events[300:400], partitions=1, start_offset=len(records)), store.load)
+    for uid, state in nxt.states.items():
+        new_here = sum(1 for u, _b in nxt.intents if u == uid)
+        ever = per_user.get(uid.encode(), 0) + new_here
+        assert len(state.recent_intents) == min(ever, max(state.config.max_intents, new_here))
+
+
 def test_model_change_rebuilds_hidden_state_from_recent_events(tmp_path, events):
     old, new = make_scorer(tmp_path, seed=1), make_scorer(tmp_path, seed=2)
     assert old.version != new.version
