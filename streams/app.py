@@ -21,6 +21,7 @@ from .gaps import find_gaps, progress_key, read_range
 from .pipeline import Pipeline, Record
 from .scorer import Scorer
 from .settings import Settings, faust_security
+from .user_cache import UserCache
 from .web import install_ops
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
 
     state: dict[str, Pipeline] = {}
     app.intentstream = state  # type: ignore[attr-defined]  # for the web views and tests
+    cache = UserCache(settings.state_cache_users)  # decoded states of recently seen users (streams/user_cache.py)
     # Metrics, /health /ready /metrics /dashboard, model hot swap, pseudonymization, erasure agent.
-    ops = install_ops(app, settings, users, state, event_context)
+    ops = install_ops(app, settings, users, state, event_context, on_erased=cache.forget)
 
     @app.task
     async def load_model() -> None:
@@ -152,20 +154,30 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             records = await recover_gaps(records, by_record)
 
             def load_state(user_id: str, rec: Record) -> UserState | None:
+                cached = cache.get(user_id)
+                if cached is not None:
+                    return cached
                 with event_context(by_record[id(rec)]):
                     data = users.get(user_id.encode())
                 return UserState.from_bytes(data) if data is not None else None
 
-            started = time.perf_counter()
-            result = pipeline.process(records, load_state)
-            process_s = time.perf_counter() - started
             # The state written below keeps only this batch's intents (streams/pipeline.py), so the previous
             # batch's intents must be durable first: otherwise a crash could leave them neither published nor
-            # re-emittable. Usually a no-op, since they went out while this batch was being processed.
+            # re-emittable. Usually a no-op: they went out while this batch was filling. It comes before
+            # the states are loaded so that nothing (an erasure) can run between loading and writing them.
             await app.producer.flush()
+            cache.check_generation(app.consumer_generation_id)
+            started = time.perf_counter()
+            try:
+                result = pipeline.process(records, load_state)
+            except BaseException:
+                cache.clear()  # cached states may be half-applied; the table still has the last good ones
+                raise
+            process_s = time.perf_counter() - started
             for user_id, user_state in result.states.items():
                 with event_context(by_record[id(result.last_record[user_id])]):
                     users[user_id.encode()] = user_state.to_bytes()
+                cache.put(user_id, user_state)
             last_of_partition = {(r.topic, r.partition): r for r in records}
             for (topic, partition), rec in last_of_partition.items():
                 with event_context(by_record[id(rec)]):

@@ -98,7 +98,7 @@ def loggable(user_id: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the worker side
-def install_erasure(app, settings, users, ops, event_context) -> None:
+def install_erasure(app, settings, users, ops, event_context, on_erased=None) -> None:
     """An agent on the erasure topic: deletes the user's state, which writes the changelog tombstone."""
     import logging
 
@@ -117,6 +117,8 @@ def install_erasure(app, settings, users, ops, event_context) -> None:
                     if users.get(key.encode()) is not None:
                         del users[key.encode()]
                         outcome = "erased"
+                    if on_erased is not None:
+                        on_erased(key)  # e.g. the worker's decoded-state cache
                     else:
                         outcome = "absent"
             ops.metrics.erasures.labels(outcome).inc()

@@ -36,6 +36,8 @@ class Settings:
     session_timeout: float = 30.0
     session_gap_min: float = 30.0
     torch_threads: int = 1
+    # Decoded user states kept between batches (LRU); 0 turns the cache off. ~10 KiB each in memory.
+    state_cache_users: int = 50_000
     # Operations (docs/operations.md): model hot swap, right to erasure, pseudonymization.
     # Per app ({app_id} is filled in): a deploy targets one group's workers, and the erasure topic must be
     # co-partitioned with that app's source topics. "" disables the feature.
@@ -161,6 +163,8 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
                    help="warm copies of each table partition on other workers (faster failover)")
     p.add_argument("--session-timeout", dest="session_timeout", type=float,
                    help="seconds before a silent worker's partitions move (failover time)")
+    p.add_argument("--state-cache-users", dest="state_cache_users", type=int,
+                   help="decoded user states kept in memory between batches (0: off)")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
