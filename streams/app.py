@@ -17,7 +17,7 @@ from faust.streams import _current_event
 
 from models.state import UserState
 
-from .gaps import find_gaps, progress_key, read_range
+from .gaps import find_gaps, log_start_offsets, progress_key, read_range
 from .pipeline import Pipeline, Record
 from .scorer import Scorer
 from .settings import Settings, faust_security
@@ -98,7 +98,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
 
     async def recover_gaps(records: list[Record], by_record: dict) -> list[Record]:
-        """Prepend source records that Faust acked without delivering (streams/gaps.py)."""
+        """Prepend source records that were skipped or committed without being processed (streams/gaps.py)."""
         first_of_partition: dict[tuple[str, int], Record] = {}
         for r in records:
             first_of_partition.setdefault((r.topic, r.partition), r)
@@ -107,11 +107,15 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             with event_context(by_record[id(rec)]):
                 raw = progress.get(progress_key(*tp))
             done[tp] = int(raw) if raw is not None else None
-        gaps = find_gaps({tp: r.offset for tp, r in first_of_partition.items()}, done)
+        firsts = {tp: r.offset for tp, r in first_of_partition.items()}
+        # Partitions this app never processed: compare with the log start (once each; see streams/gaps.py).
+        fresh = [tp for tp, d in done.items() if d is None and firsts[tp] > 0]
+        log_starts = await log_start_offsets(settings.bootstrap, fresh) if fresh else None
+        gaps = find_gaps(firsts, done, log_starts)
         recovered: list[Record] = []
         for (topic, partition), (start, end) in gaps.items():
             missing = await read_range(settings.bootstrap, topic, partition, start, end)
-            log.warning("offsets %d..%d of %s/%d were acknowledged but never delivered by Faust; "
+            log.warning("offsets %d..%d of %s/%d were committed or skipped but never processed; "
                         "re-read %d records", start, end - 1, topic, partition, len(missing))
             anchor = by_record[id(first_of_partition[(topic, partition)])]  # same partition: same table partition
             for m in missing:
