@@ -211,6 +211,41 @@ def changelog_records(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+# Where a worker's time goes, by the innermost frame that belongs to one of these (first match wins).
+PROFILE_BUCKETS = (
+    ("GRU forward (torch)", ("models/gru.py",)),
+    ("featurization", ("models/features.py", "models/history.py", "models/windows.py", "models/session.py")),
+    ("state encode/decode", ("models/state.py",)),
+    ("decode clicks / encode intents", ("schemas/",)),
+    ("pipeline glue", ("streams/pipeline.py", "streams/scorer.py")),
+    ("table writes (RocksDB + changelog)", ("faust/tables/", "faust/stores/", "rocksdict")),
+    ("producer (intents, changelog sends)", ("faust/transport/producer", "aiokafka/producer")),
+    ("Faust stream / consumer machinery", ("faust/", "mode/")),
+    ("aiokafka consumer", ("aiokafka/",)),
+    ("event loop / idle", ("asyncio/", "selectors.py", "uvloop")),
+)
+
+
+def profile_summary(stacks_file: Path) -> str:
+    """Share of samples per bucket, from py-spy's raw (collapsed) output: 'frame;frame;... count'."""
+    totals: dict[str, int] = {}
+    n = 0
+    for line in stacks_file.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        bucket = "other"
+        for frame in reversed(frames):  # innermost first
+            hit = next((name for name, keys in PROFILE_BUCKETS if any(k in frame for k in keys)), None)
+            if hit:
+                bucket = hit
+                break
+        totals[bucket] = totals.get(bucket, 0) + int(count)
+        n += int(count)
+    rows = sorted(totals.items(), key=lambda kv: -kv[1])
+    return "\n".join(["| worker time (py-spy, saturation run) | share |", "|---|---|"]
+                     + [f"| {name} | {c / max(n, 1):.0%} |" for name, c in rows])
+
+
 def wait_ready(port: int, timeout_s: float = 120.0) -> None:
     """Poll the worker's /ready until its tables are recovered and the model is loaded."""
     import urllib.request
@@ -237,6 +272,9 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=None)
     ap.add_argument("--throughput-max-wait", type=float, default=0.05, help="seconds, for the saturation run")
     ap.add_argument("--latency-max-wait", type=float, default=0.005, help="seconds, for the fixed-load runs")
+    ap.add_argument("--profile", action="store_true",
+                    help="sample the worker with py-spy during the saturation run; prints where its time goes")
+    ap.add_argument("--only-throughput", action="store_true", help="stop after (a) and (b)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -270,39 +308,50 @@ def main() -> None:
 
         # Throughput config: a longer batching window lets micro-batches grow to hundreds of clicks.
         worker, _ = start_worker(args.throughput_max_wait)
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker.pid),
+                                    "--rate", "200", "--format", "raw", "--output", str(work / "worker.stacks")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         piped, _ = asyncio.run(drain_intents(bs, "intents", len(events), timeout_s=900))
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes its samples and exits
+            spy.wait(timeout=60)
+            print(profile_summary(work / "worker.stacks"), flush=True)
         rows.append((f"(b) intentstream worker (max_wait {args.throughput_max_wait * 1000:.0f} ms)",
                      f"{piped:,.0f} events/s", f"≥ 20,000/s and ≥ 50% of (a): {piped / bare:.0%}"))
         print(rows[-1], flush=True)
         worker.terminate()
         worker.wait(timeout=60)
-        # Latency config: the default 5 ms window. Its state dir starts empty, so this start also
-        # measures restoring the users table from its changelog.
-        import shutil
+        worker = None
+        if not args.only_throughput:
+            # Latency config: the default 5 ms window. Its state dir starts empty, so this start also
+            # measures restoring the users table from its changelog.
+            import shutil
 
-        shutil.rmtree(work / "worker")
-        t_restore = time.perf_counter()
-        worker, port = start_worker(args.latency_max_wait)
-        wait_ready(port)
-        restore_s = time.perf_counter() - t_restore
-        n_changelog = changelog_records(bs, "bench-users-changelog")
-        rows.append(("restore users table from changelog (empty state dir → ready)",
-                     f"{n_changelog:,} records in {restore_s:.1f} s ({n_changelog / restore_s:,.0f} records/s, "
-                     "incl. worker start)", "-"))
-        print(rows[-1], flush=True)
-
-        naive = asyncio.run(naive_loop(bs, "clicks", "naive-out", args.naive_events, args.model))
-        rows.append(("(c) naive: per event, full-session GRU", f"{naive:,.0f} events/s",
-                     f"(b)/(c) = {piped / naive:.1f}× (target ≥ 10×)"))
-        print(rows[-1], flush=True)
-
-        fresh = make_events(int(max(map(float, args.rates.split(","))) * args.seconds) + 10, seed=2)
-        for rate in map(float, args.rates.split(",")):
-            batch = [dataclasses.replace(e, event_id=f"lat{int(rate)}-{e.event_id}") for e in fresh]
-            p50, p99, got, sent = asyncio.run(latency_at(bs, "clicks", "intents", batch, rate, args.seconds))
-            rows.append((f"latency at {rate:,.0f} events/s", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({got}/{sent})",
-                         "p50 ≤ 10 ms, p99 ≤ 50 ms at 5k/s"))
+            shutil.rmtree(work / "worker")
+            t_restore = time.perf_counter()
+            worker, port = start_worker(args.latency_max_wait)
+            wait_ready(port)
+            restore_s = time.perf_counter() - t_restore
+            n_changelog = changelog_records(bs, "bench-users-changelog")
+            rows.append(("restore users table from changelog (empty state dir → ready)",
+                         f"{n_changelog:,} records in {restore_s:.1f} s ({n_changelog / restore_s:,.0f} records/s, "
+                         "incl. worker start)", "-"))
             print(rows[-1], flush=True)
+
+            naive = asyncio.run(naive_loop(bs, "clicks", "naive-out", args.naive_events, args.model))
+            rows.append(("(c) naive: per event, full-session GRU", f"{naive:,.0f} events/s",
+                         f"(b)/(c) = {piped / naive:.1f}× (target ≥ 10×)"))
+            print(rows[-1], flush=True)
+
+            fresh = make_events(int(max(map(float, args.rates.split(","))) * args.seconds) + 10, seed=2)
+            for rate in map(float, args.rates.split(",")):
+                batch = [dataclasses.replace(e, event_id=f"lat{int(rate)}-{e.event_id}") for e in fresh]
+                p50, p99, got, sent = asyncio.run(latency_at(bs, "clicks", "intents", batch, rate, args.seconds))
+                rows.append((f"latency at {rate:,.0f} events/s", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({got}/{sent})",
+                             "p50 ≤ 10 ms, p99 ≤ 50 ms at 5k/s"))
+                print(rows[-1], flush=True)
     finally:
         if worker is not None:
             worker.terminate()
