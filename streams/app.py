@@ -5,6 +5,7 @@ Kafka, the RocksDB-backed table and the pipeline, once per micro-batch.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from models.state import UserState
 from .gaps import find_gaps, log_start_offsets, progress_key, read_range
 from .pipeline import Pipeline, Record
 from .scorer import Scorer
+from .durable_table import durable_table
 from .settings import Settings, faust_security
 from .user_cache import UserCache
 from .web import install_ops
@@ -71,11 +73,11 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     intents = app.topic(settings.intents_topic, partitions=settings.partitions, **raw)
     dead_letters = app.topic(settings.dlq_topic, partitions=1, **raw)
     # One record per user: windows, session, GRU hidden state, last applied offset, recent intents.
-    users = app.Table("users", partitions=settings.partitions, key_type=bytes, value_type=bytes,
-                      options={"driver": "rocksdict"})
+    users = durable_table(app, "users", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+                          options={"driver": "rocksdict"})
     # Per source partition: the last offset this app processed (see streams/gaps.py).
-    progress = app.Table("progress", partitions=settings.partitions, key_type=bytes, value_type=bytes,
-                         options={"driver": "rocksdict"})
+    progress = durable_table(app, "progress", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+                             options={"driver": "rocksdict"})
 
     state: dict[str, Pipeline] = {}
     app.intentstream = state  # type: ignore[attr-defined]  # for the web views and tests
@@ -98,34 +100,38 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
 
     async def recover_gaps(records: list[Record], by_record: dict) -> list[Record]:
-        """Prepend source records that were skipped or committed without being processed (streams/gaps.py)."""
-        first_of_partition: dict[tuple[str, int], Record] = {}
+        """The batch in offset order per partition, with records no one processed read back in (streams/gaps.py)."""
+        # Per partition, offset order is the order the state must see (a seek back can re-deliver older
+        # offsets after newer ones); partitions never share a user, so interleaving them does not matter.
+        records = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
+        by_partition: dict[tuple[str, int], list[Record]] = {}
         for r in records:
-            first_of_partition.setdefault((r.topic, r.partition), r)
+            by_partition.setdefault((r.topic, r.partition), []).append(r)
         done = {}
-        for tp, rec in first_of_partition.items():
-            with event_context(by_record[id(rec)]):
+        for tp, recs in by_partition.items():
+            with event_context(by_record[id(recs[0])]):
                 raw = progress.get(progress_key(*tp))
             done[tp] = int(raw) if raw is not None else None
-        firsts = {tp: r.offset for tp, r in first_of_partition.items()}
         # Partitions this app never processed: compare with the log start (once each; see streams/gaps.py).
-        fresh = [tp for tp, d in done.items() if d is None and firsts[tp] > 0]
+        fresh = [tp for tp, d in done.items() if d is None and by_partition[tp][0].offset > 0]
         log_starts = await log_start_offsets(settings.bootstrap, fresh) if fresh else None
-        gaps = find_gaps(firsts, done, log_starts)
-        recovered: list[Record] = []
-        for (topic, partition), (start, end) in gaps.items():
+        gaps = find_gaps({tp: [r.offset for r in recs] for tp, recs in by_partition.items()}, done, log_starts)
+        if not gaps:
+            return records
+        for (topic, partition), start, end in gaps:
             missing = await read_range(settings.bootstrap, topic, partition, start, end)
             log.warning("offsets %d..%d of %s/%d were committed or skipped but never processed; "
                         "re-read %d records", start, end - 1, topic, partition, len(missing))
-            anchor = by_record[id(first_of_partition[(topic, partition)])]  # same partition: same table partition
+            anchor = by_record[id(by_partition[(topic, partition)][0])]  # same partition: same table partition
             for m in missing:
                 rec = Record(m.key, m.value, topic, partition, m.offset, records[0].arrived_ms)
                 by_record[id(rec)] = anchor
-                recovered.append(rec)
-        return recovered + records if recovered else records
+                records.append(rec)
+        return sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
 
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
+        unconfirmed_intents: list[asyncio.Future] = []  # delivery of the previous batch's intents
         async for events in stream.take_events(settings.max_batch, within=settings.max_wait):
             pipeline = state.get("pipeline")
             while pipeline is None:  # the model loads once, at startup
@@ -166,10 +172,12 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 return UserState.from_bytes(data) if data is not None else None
 
             # The state written below keeps only this batch's intents (streams/pipeline.py), so the previous
-            # batch's intents must be durable first: otherwise a crash could leave them neither published nor
-            # re-emittable. Usually a no-op: they went out while this batch was filling. It comes before
-            # the states are loaded so that nothing (an erasure) can run between loading and writing them.
-            await app.producer.flush()
+            # batch's intents must be acknowledged first: otherwise a crash could leave them neither published
+            # nor re-emittable. Usually already done: they went out while this batch was filling. It comes
+            # before the states are loaded so that nothing (an erasure) can run between loading and writing.
+            if unconfirmed_intents:
+                await asyncio.gather(*unconfirmed_intents)
+                unconfirmed_intents.clear()
             cache.check_generation(app.consumer_generation_id)
             started = time.perf_counter()
             try:
@@ -189,12 +197,15 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             # The state writes above (changelog records) must be acknowledged before the intents go out:
             # otherwise a crash can publish an intent whose state is lost, and failover re-scores the click
             # instead of re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.
-            await app.producer.flush()
+            # (Not app.producer.flush(): see streams/durable_table.py.)
+            await users.confirm_changelog()
+            await progress.confirm_changelog()
             # Straight to the producer: Faust's Topic.send builds a FutureMessage per record, which
             # cost more than scoring the record.
             send = app.producer.send
+            topic = intents.get_topic_name()
             for user_id, value in result.intents:
-                await send(intents.get_topic_name(), user_id.encode(), value, None, None, None)
+                unconfirmed_intents.append(await send(topic, user_id.encode(), value, None, None, None))
             for key, value in result.dead_letters:
                 await dead_letters.send(key=key, value=value)
             if result.dlq_codes:

@@ -1,20 +1,17 @@
-"""Find and re-read source records that Faust acknowledged without delivering them.
+"""Find source records that no one processed, so the worker reads them back from Kafka.
 
-A safety net, kept after its first suspect was cleared. The fault tests once saw a partition's committed
-offset move past records no agent had processed around a rebalance. The first suspect, Faust acking
-messages it skips as stale (`_py_aiter` in faust/streams.py does), does not apply here: the worker runs
-Faust's Cython stream iterator, which skips them without acking. Two real causes were found and fixed in
-the worker instead (streams/pipeline.py keeps every intent of a batch; streams/app.py drops buffered
-records of revoked partitions unprocessed). This check stays because it is cheap: the worker keeps, per
-source partition, the last offset it processed in a small changelogged table, and when a batch starts
-above that offset + 1 the missing range is read again straight from Kafka and processed first. The
-pipeline is idempotent, so records that were in fact processed are only re-emitted.
+faust-streaming 0.15.3 can let records slip past the agent around a rebalance: the fault tests saw
+ranges of a partition skipped while flow control was off or the generation changed, and never
+delivered again (e.g. offsets 20..28 between batches that held 16..19 and 29..), and the committed
+offset then moved past them. The worker therefore keeps, per source partition, the last offset it
+processed in a small changelogged table. Before a batch is processed, every offset above that one must
+be accounted for: a batch that starts past it, or a hole inside the batch, is read again straight
+from Kafka and processed in its place. The pipeline is idempotent, so records that were in fact
+processed are only re-emitted.
 
-A partition with no recorded progress counts as processed up to just before its log start: with
-auto_offset_reset=earliest every record of it is owed an intent. This case is real: a record Faust skips
-while a rebalance settles is fetched again only if the partition has a committed offset to seek back to
-(aiokafka's seek_to_committed does nothing for a partition without one), and Faust's next commit starts
-at the first *acked* offset, so the first records of a fresh partition could be committed unprocessed.
+A partition with no recorded progress counts from its log start: with auto_offset_reset=earliest every
+record of it is owed an intent, and the first records of a fresh partition were seen skipped this way
+(a partition without a committed offset has nothing for Faust to seek back to).
 """
 from __future__ import annotations
 
@@ -29,19 +26,26 @@ def progress_key(topic: str, partition: int) -> bytes:
     return f"{topic}/{partition}".encode()
 
 
-def find_gaps(first_offsets: dict[tuple[str, int], int], last_done: dict[tuple[str, int], int | None],
-              log_starts: dict[tuple[str, int], int] | None = None) -> dict[tuple[str, int], tuple[int, int]]:
-    """(topic, partition) -> [start, end) ranges between the last processed offset and this batch.
+def find_gaps(batch_offsets: dict[tuple[str, int], list[int]], last_done: dict[tuple[str, int], int | None],
+              log_starts: dict[tuple[str, int], int] | None = None) -> list[tuple[tuple[str, int], int, int]]:
+    """[(topic, partition), start, end) ranges of offsets no one processed, that this batch must process first.
 
-    A partition without progress (None) is compared with its log start offset, when `log_starts` has it.
+    Per partition, the batch's offsets above the last processed one must continue it without holes: a
+    batch that starts past it, or skips offsets inside, misses records. A partition without progress
+    (None) counts from its log start, when `log_starts` has it (else from the batch's first offset).
     """
-    gaps = {}
-    for tp, first in first_offsets.items():
+    gaps = []
+    for tp, offsets in batch_offsets.items():
         done = last_done.get(tp)
-        if done is None and log_starts is not None and tp in log_starts:
-            done = log_starts[tp] - 1
-        if done is not None and first > done + 1:
-            gaps[tp] = (done + 1, first)
+        if done is None:
+            done = log_starts[tp] - 1 if log_starts and tp in log_starts else min(offsets) - 1
+        expected = done + 1
+        for offset in sorted(set(offsets)):
+            if offset < expected:
+                continue  # processed before (a re-delivery)
+            if offset > expected:
+                gaps.append((tp, expected, offset))
+            expected = offset + 1
     return gaps
 
 

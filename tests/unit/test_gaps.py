@@ -1,20 +1,26 @@
 from streams.gaps import find_gaps, progress_key
 
 
-def test_gap_only_when_a_batch_starts_past_the_next_expected_offset() -> None:
-    firsts = {("c", 0): 10, ("c", 1): 5, ("c", 2): 7, ("c", 3): 0}
+def test_gap_when_a_batch_starts_past_the_next_expected_offset() -> None:
+    batch = {("c", 0): [10, 11], ("c", 1): [5], ("c", 2): [7, 8, 9, 10], ("c", 3): [0, 1]}
     done = {("c", 0): 9, ("c", 1): 1, ("c", 2): 9, ("c", 3): None}
-    # partition 0 continues, 1 skipped offsets 2..4, 2 re-delivers (no gap), 3 has no history yet
-    assert find_gaps(firsts, done) == {("c", 1): (2, 5)}
+    # 0 continues; 1 skipped offsets 2..4; 2 re-delivers 7..9 and continues; 3 has no history yet
+    assert find_gaps(batch, done) == [(("c", 1), 2, 5)]
+
+
+def test_holes_inside_a_batch_are_gaps_too_but_not_below_the_last_processed_offset() -> None:
+    # Faust delivered 16..19, skipped 20..28, delivered 29..30; 3 and 5 were processed before (done = 12)
+    batch = {("c", 0): [3, 5, 13, 16, 17, 18, 19, 29, 30, 30]}
+    assert find_gaps(batch, {("c", 0): 12}) == [(("c", 0), 14, 16), (("c", 0), 20, 29)]
 
 
 def test_a_partition_never_processed_is_owed_everything_from_its_log_start() -> None:
-    firsts = {("c", 0): 4, ("c", 1): 0, ("c", 2): 7}
+    batch = {("c", 0): [4, 5], ("c", 1): [0], ("c", 2): [7]}
     done = {("c", 0): None, ("c", 1): None, ("c", 2): None}
     # 0: records 0..3 were skipped before anything was processed; 1 starts at the beginning; 2's log
     # starts at 7 (retention), so nothing is owed
-    assert find_gaps(firsts, done, {("c", 0): 0, ("c", 2): 7}) == {("c", 0): (0, 4)}
-    assert find_gaps(firsts, done) == {}  # without log starts, no judgement
+    assert find_gaps(batch, done, {("c", 0): 0, ("c", 2): 7}) == [(("c", 0), 0, 4)]
+    assert find_gaps(batch, done) == []  # without log starts, counted from the batch's first offset
 
 
 def test_progress_keys_are_distinct_per_topic_and_partition() -> None:
