@@ -132,6 +132,13 @@ def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list:
     return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
+def locate(bootstrap: str, topic: str, event_ids) -> str:
+    """Where lost events sit in the source topic ("event_id@partition/offset"), for failure messages."""
+    wanted = set(event_ids)
+    found = [(r.partition, r.offset, orjson.loads(r.value).get("event_id")) for r in read_to_end(bootstrap, topic)]
+    return ", ".join(f"{e}@{p}/{o}" for p, o, e in found if e in wanted)
+
+
 def read_changelog(bootstrap: str, topic: str) -> dict[bytes, bytes | None]:
     """Last value per key of a (compacted) changelog topic; None = tombstone."""
     return {r.key: r.value for r in read_to_end(bootstrap, topic)}

@@ -23,6 +23,7 @@ from tests.integration.helpers import (
     decode_all,
     group_members,
     intents_by_event,
+    locate,
     make_model,
     private_ops_env,
     produce,
@@ -101,7 +102,8 @@ def test_sigkill_worker_then_empty_state_dir_restores_from_changelog(kafka_boots
     intents = decode_all(records)
     by_id, duplicates = intents_by_event(intents)  # duplicates only as exact copies
     missing = {e.event_id for e in events} - set(by_id)
-    assert not missing, f"{len(missing)} events lost:\n" + tail(logs["b"])
+    assert not missing, (f"{len(missing)} events lost: {locate(kafka_bootstrap, pipe.clicks, missing)}\n"
+                         + tail(logs["b"]))
     recovery = recovery_seconds(records, moved, killed_at)
     print(f"\nSIGKILL of 1 of 2 workers ({len(first)} events at {len(first) / 20:.0f}/s): partitions {sorted(moved)} "
           f"moved, first intent on them {recovery:.1f}s after the kill; {duplicates} exact duplicates "

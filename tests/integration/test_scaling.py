@@ -17,6 +17,7 @@ from tests.integration.helpers import (
     decode_all,
     group_members,
     intents_by_event,
+    locate,
     make_model,
     private_ops_env,
     produce,
@@ -86,7 +87,8 @@ def test_replicas_spread_partitions_and_scale_out_and_in_under_load(kafka_bootst
 
     by_id, duplicates = intents_by_event(decode_all(records))  # duplicates only as exact copies
     missing = {e.event_id for e in events} - set(by_id)
-    assert not missing, f"{len(missing)} events without an intent:\n" + tail(tmp_path / "c.log")
+    assert not missing, (f"{len(missing)} events without an intent: {locate(kafka_bootstrap, pipe.clicks, missing)}\n"
+                         + tail(tmp_path / "c.log"))
     print(f"\nscaling 2 -> 3 -> 2 workers under load: {len(events)} events, shares "
           f"{sorted(sorted(s) for s in spread(members3, pipe.clicks))} with 3 workers, "
           f"{duplicates} exact duplicates ({10_000 * duplicates / len(events):.1f} per 10k)")
