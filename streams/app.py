@@ -18,7 +18,7 @@ from faust.streams import _current_event
 
 from models.state import UserState
 
-from .gaps import find_gaps, log_start_offsets, progress_key, read_range
+from .gaps import acknowledge, find_gaps, log_start_offsets, progress_key, read_range
 from .pipeline import Pipeline, Record
 from .scorer import Scorer
 from .durable_table import durable_table
@@ -99,8 +99,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         if scorer is None:
             await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
 
-    async def recover_gaps(records: list[Record], by_record: dict) -> list[Record]:
-        """The batch in offset order per partition, with records no one processed read back in (streams/gaps.py)."""
+    async def recover_gaps(records: list[Record], by_record: dict) -> tuple[list[Record], list[Record]]:
+        """The batch in offset order per partition, with records no one processed read back in (streams/gaps.py);
+        and those read-back records."""
         # Per partition, offset order is the order the state must see (a seek back can re-deliver older
         # offsets after newer ones); partitions never share a user, so interleaving them does not matter.
         records = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
@@ -117,7 +118,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         log_starts = await log_start_offsets(settings.bootstrap, fresh) if fresh else None
         gaps = find_gaps({tp: [r.offset for r in recs] for tp, recs in by_partition.items()}, done, log_starts)
         if not gaps:
-            return records
+            return records, []
+        recovered = []
         for (topic, partition), start, end in gaps:
             missing = await read_range(settings.bootstrap, topic, partition, start, end)
             log.warning("offsets %d..%d of %s/%d were committed or skipped but never processed; "
@@ -126,8 +128,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             for m in missing:
                 rec = Record(m.key, m.value, topic, partition, m.offset, records[0].arrived_ms)
                 by_record[id(rec)] = anchor
-                records.append(rec)
-        return sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
+                recovered.append(rec)
+        return sorted(records + recovered, key=lambda r: (r.topic, r.partition, r.offset)), recovered
 
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
@@ -161,7 +163,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                          len(dropped), sorted(set(dropped)))
             if not records:
                 continue
-            records = await recover_gaps(records, by_record)
+            records, recovered = await recover_gaps(records, by_record)
 
             def load_state(user_id: str, rec: Record) -> UserState | None:
                 cached = cache.get(user_id)
@@ -206,6 +208,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             topic = intents.get_topic_name()
             for user_id, value in result.intents:
                 unconfirmed_intents.append(await send(topic, user_id.encode(), value, None, None, None))
+            if recovered:
+                acknowledge(app.consumer, recovered)  # like take_events does for the batch's own events
             for key, value in result.dead_letters:
                 await dead_letters.send(key=key, value=value)
             if result.dlq_codes:

@@ -21,6 +21,7 @@ from tests.integration.helpers import (
     changelog_states,
     collect,
     decode_all,
+    group_caught_up,
     group_members,
     intents_by_event,
     locate,
@@ -95,6 +96,8 @@ def test_sigkill_worker_then_empty_state_dir_restores_from_changelog(kafka_boots
         produce(kafka_bootstrap, pipe.clicks, rest)
         records = collect(kafka_bootstrap, pipe.intents, _all_ids(len(events)), timeout_s=150)
         assert workers["c"].poll() is None, "worker c died:\n" + tail(logs["c"])
+        wait_for(lambda: group_caught_up(kafka_bootstrap, pipe.app_id, pipe.clicks), 60,
+                 what="committed offsets at the end of every partition (no stalled commits)")
     finally:
         for proc in workers.values():
             stop_worker(proc)
