@@ -28,6 +28,8 @@ from .web import install_ops
 
 log = logging.getLogger(__name__)
 
+CONFIRM_TIMEOUT_S = 60.0  # a healthy broker acknowledges a batch's state writes in milliseconds
+
 
 @contextmanager
 def event_context(event: faust.EventT) -> Iterator[None]:
@@ -131,6 +133,21 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 recovered.append(rec)
         return sorted(records + recovered, key=lambda r: (r.topic, r.partition, r.offset)), recovered
 
+    async def confirm_state_writes() -> None:
+        """Wait for the broker to acknowledge the batch's changelog writes; exit if it never does.
+
+        A worker stuck here still heartbeats, so the group would never move its partitions: better to stop
+        and let the supervisor restart it (nothing of the batch was acked, so nothing is lost).
+        """
+        try:
+            await asyncio.wait_for(asyncio.gather(users.confirm_changelog(), progress.confirm_changelog()),
+                                   timeout=CONFIRM_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.critical("changelog writes not acknowledged within %.0f s; exiting so the worker is restarted",
+                         CONFIRM_TIMEOUT_S)
+            logging.shutdown()
+            os._exit(4)
+
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
         unconfirmed_intents: list[asyncio.Future] = []  # delivery of the previous batch's intents
@@ -200,8 +217,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             # otherwise a crash can publish an intent whose state is lost, and failover re-scores the click
             # instead of re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.
             # (Not app.producer.flush(): see streams/durable_table.py.)
-            await users.confirm_changelog()
-            await progress.confirm_changelog()
+            await confirm_state_writes()
             # Straight to the producer: Faust's Topic.send builds a FutureMessage per record, which
             # cost more than scoring the record.
             send = app.producer.send

@@ -25,11 +25,13 @@ def run_worker(args: argparse.Namespace) -> int:
     import torch
 
     from .app import create_app
-    from .topics import ensure_topics, pipeline_topics
+    from .topics import ensure_topics, internal_topics, pipeline_topics
 
     settings = settings_from_args(args)
     torch.set_num_threads(settings.torch_threads)
     ensure_topics(settings.bootstrap, pipeline_topics(settings))
+    changelogs = internal_topics(settings)
+    ensure_topics(settings.bootstrap, changelogs, compacted=frozenset(n for n in changelogs if n.endswith("-changelog")))
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT

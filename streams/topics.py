@@ -16,11 +16,12 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+def ensure_topics(bootstrap: str, partitions: dict[str, int], compacted: frozenset[str] = frozenset()) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(name, num_partitions=n, replication_factor=1)
+        missing = [NewTopic(name, num_partitions=n, replication_factor=1,
+                            topic_configs={"cleanup.policy": "compact"} if name in compacted else {})
                    for name, n in partitions.items() if name not in existing]
         if missing:
             try:
@@ -35,6 +36,21 @@ def ensure_topics(bootstrap: str, partitions: dict[str, int]) -> None:
         if name in described and described[name] != n and not name.endswith(".dlq"):
             raise RuntimeError(f"topic {name} has {described[name]} partitions, expected {n}: "
                                "source topics and the users table must be co-partitioned")
+
+
+# The worker's tables (streams/app.py); Faust names their changelogs "<app_id>-<table>-changelog".
+TABLES = ("users", "progress")
+
+
+def internal_topics(settings: Settings) -> dict[str, int]:
+    """Topics Faust would otherwise create itself at startup, through its producer's client.
+
+    Created here up front, like the pipeline's own topics: a worker that created the changelogs itself was
+    seen (twice in ~10 scaling-test runs) never to get its first changelog writes acknowledged.
+    """
+    topics = {f"{settings.app_id}-{t}-changelog": settings.partitions for t in TABLES}
+    topics[f"{settings.app_id}-__assignor-__leader"] = 1
+    return topics
 
 
 def pipeline_topics(settings: Settings) -> dict[str, int]:
