@@ -18,7 +18,7 @@ from faust.streams import _current_event
 
 from models.state import UserState
 
-from .gaps import acknowledge, find_gaps, log_start_offsets, progress_key, read_range
+from .gaps import acknowledge_through, find_gaps, log_start_offsets, progress_key, read_range
 from .pipeline import Pipeline, Record
 from .scorer import Scorer
 from .durable_table import durable_table
@@ -101,9 +101,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         if scorer is None:
             await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
 
-    async def recover_gaps(records: list[Record], by_record: dict) -> tuple[list[Record], list[Record]]:
-        """The batch in offset order per partition, with records no one processed read back in (streams/gaps.py);
-        and those read-back records."""
+    async def recover_gaps(records: list[Record], by_record: dict) -> list[Record]:
+        """The batch in offset order per partition, with records no one processed read back in (streams/gaps.py)."""
         # Per partition, offset order is the order the state must see (a seek back can re-deliver older
         # offsets after newer ones); partitions never share a user, so interleaving them does not matter.
         records = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
@@ -120,7 +119,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         log_starts = await log_start_offsets(settings.bootstrap, fresh) if fresh else None
         gaps = find_gaps({tp: [r.offset for r in recs] for tp, recs in by_partition.items()}, done, log_starts)
         if not gaps:
-            return records, []
+            return records
         recovered = []
         for (topic, partition), start, end in gaps:
             missing = await read_range(settings.bootstrap, topic, partition, start, end)
@@ -131,7 +130,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 rec = Record(m.key, m.value, topic, partition, m.offset, records[0].arrived_ms)
                 by_record[id(rec)] = anchor
                 recovered.append(rec)
-        return sorted(records + recovered, key=lambda r: (r.topic, r.partition, r.offset)), recovered
+        return sorted(records + recovered, key=lambda r: (r.topic, r.partition, r.offset))
 
     async def confirm_state_writes() -> None:
         """Wait for the broker to acknowledge the batch's changelog writes; exit if it never does.
@@ -180,7 +179,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                          len(dropped), sorted(set(dropped)))
             if not records:
                 continue
-            records, recovered = await recover_gaps(records, by_record)
+            records = await recover_gaps(records, by_record)
 
             def load_state(user_id: str, rec: Record) -> UserState | None:
                 cached = cache.get(user_id)
@@ -224,8 +223,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             topic = intents.get_topic_name()
             for user_id, value in result.intents:
                 unconfirmed_intents.append(await send(topic, user_id.encode(), value, None, None, None))
-            if recovered:
-                acknowledge(app.consumer, recovered)  # like take_events does for the batch's own events
+            # Records Faust skipped (read back above, or skipped re-deliveries of processed ones) would
+            # otherwise never be acked, and Faust would stop committing those partitions (streams/gaps.py).
+            acknowledge_through(app.consumer, {tp: r.offset for tp, r in last_of_partition.items()},
+                                {(m.topic, m.partition, m.offset) for m in (ev.message for ev in events)})
             for key, value in result.dead_letters:
                 await dead_letters.send(key=key, value=value)
             if result.dlq_codes:

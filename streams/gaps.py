@@ -83,14 +83,29 @@ async def read_range(bootstrap: str, topic: str, partition: int, start: int, end
     return records
 
 
-def acknowledge(consumer, records) -> None:
-    """Count records this worker read back itself as acked in Faust's offset bookkeeping.
+def acknowledge_through(consumer, processed_through: dict[tuple[str, int], int],
+                        in_flight: set[tuple[str, int, int]]) -> int:
+    """Mark every offset from the committed one up to `processed_through[tp]` acked in Faust's bookkeeping.
 
     Faust commits a partition only while its acked offsets continue from the committed one
-    (`Consumer._new_offset`), so a range it skipped and never acked would stall that partition's
-    commits for the rest of the worker's life, and a failover would re-deliver everything after it.
+    (`Consumer._new_offset`). A record Faust skipped and never delivered is never acked, so one such
+    record froze that partition's commits for the rest of the worker's life, and the next failover
+    re-delivered everything since. Every offset up to the last one processed *has* been processed (by this
+    worker, by an earlier owner, or read back by find_gaps), so acking them is safe. `in_flight` are the
+    batch's own Faust events (topic, partition, offset): take_events acks those itself. Returns the count.
     """
+    from faust.types import TP
     from faust.types.tuples import Message
 
-    for r in records:
-        consumer.ack(Message(r.topic, r.partition, r.offset, 0.0, 0, None, None, None, None))
+    n = 0
+    for (topic, partition), last in processed_through.items():
+        tp = TP(topic, partition)
+        committed = consumer._committed_offset.get(tp)
+        if committed is None:
+            continue  # nothing committed yet: Faust commits from the first acked offset anyway
+        acked = consumer._acked_index[tp]
+        for offset in range(committed, last + 1):
+            if offset not in acked and (topic, partition, offset) not in in_flight:
+                consumer.ack(Message(topic, partition, offset, 0.0, 0, None, None, None, None))
+                n += 1
+    return n

@@ -1,4 +1,4 @@
-from streams.gaps import find_gaps, progress_key
+from streams.gaps import acknowledge_through, find_gaps, progress_key
 
 
 def test_gap_when_a_batch_starts_past_the_next_expected_offset() -> None:
@@ -25,3 +25,28 @@ def test_a_partition_never_processed_is_owed_everything_from_its_log_start() -> 
 
 def test_progress_keys_are_distinct_per_topic_and_partition() -> None:
     assert progress_key("a", 1) != progress_key("a", 10) != progress_key("a1", 0)
+
+
+class _FakeConsumer:
+    """The three pieces of Faust's Consumer that acknowledge_through touches."""
+
+    def __init__(self, committed):
+        from collections import defaultdict
+
+        self._committed_offset = committed
+        self._acked_index = defaultdict(set)
+        self.acked = []
+
+    def ack(self, message):
+        self._acked_index[message.tp].add(message.offset)
+        self.acked.append((message.topic, message.partition, message.offset))
+
+
+def test_everything_processed_through_the_batch_is_acked_except_the_batchs_own_events() -> None:
+    from faust.types import TP
+
+    consumer = _FakeConsumer({TP("c", 0): 10, TP("c", 1): None})
+    consumer._acked_index[TP("c", 0)].add(11)  # already acked by Faust
+    # partition 0 processed through 15; the batch's own events 14, 15 are acked by take_events itself
+    n = acknowledge_through(consumer, {("c", 0): 15, ("c", 1): 3}, {("c", 0, 14), ("c", 0, 15)})
+    assert consumer.acked == [("c", 0, 10), ("c", 0, 12), ("c", 0, 13)] and n == 3
