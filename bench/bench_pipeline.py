@@ -307,9 +307,10 @@ def main() -> None:
             return proc, port
 
         # Throughput config: a longer batching window lets micro-batches grow to hundreds of clicks.
-        worker, _ = start_worker(args.throughput_max_wait)
+        worker, port = start_worker(args.throughput_max_wait)
         spy = None
         if args.profile:
+            wait_ready(port)  # sample the steady state, not imports and table recovery
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker.pid),
                                     "--rate", "200", "--format", "raw", "--output", str(work / "worker.stacks")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
