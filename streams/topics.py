@@ -6,6 +6,7 @@ has a different partition count (co-partitioning by user id), so creating them i
 from __future__ import annotations
 
 import logging
+import time
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -29,7 +30,13 @@ def ensure_topics(bootstrap: str, partitions: dict[str, int], compacted: frozens
             except TopicAlreadyExistsError:  # another worker won the race
                 pass
             log.info("created topics %s", [t.name for t in missing])
-        described = {d.get("name", d.get("topic")): len(d["partitions"]) for d in admin.describe_topics(list(partitions))}
+        # A topic another worker has just created can describe with 0 partitions for a moment.
+        for _attempt in range(50):
+            described = {d.get("name", d.get("topic")): len(d["partitions"])
+                         for d in admin.describe_topics(list(partitions))}
+            if all(described.get(name) for name in partitions):
+                break
+            time.sleep(0.1)
     finally:
         admin.close()
     for name, n in partitions.items():
