@@ -18,7 +18,8 @@ from faust.streams import _current_event
 
 from models.state import UserState
 
-from .gaps import acknowledge_through, find_gaps, log_start_offsets, progress_key, read_range
+from .gaps import (acknowledge_through, decode_progress, encode_progress, find_gaps, log_start_offsets,
+                   progress_key, read_range)
 from .pipeline import Pipeline, Record
 from .scorer import Scorer
 from .durable_table import durable_table
@@ -101,36 +102,57 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         if scorer is None:
             await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
 
-    async def recover_gaps(records: list[Record], by_record: dict) -> list[Record]:
-        """The batch in offset order per partition, with records no one processed read back in (streams/gaps.py)."""
+    taken_over: set[tuple[str, int]] = set()  # partitions already checked since the last rebalance
+    generation_seen = [None]
+
+    async def prepare_batch(records: list[Record], by_record: dict) -> tuple[list[Record], dict[str, int]]:
+        """The batch in offset order per partition, with records read back from Kafka where needed
+        (streams/gaps.py); and per source, the offset through which intents are known delivered."""
+        if generation_seen[0] != app.consumer_generation_id:
+            generation_seen[0] = app.consumer_generation_id
+            taken_over.clear()
         # Per partition, offset order is the order the state must see (a seek back can re-deliver older
         # offsets after newer ones); partitions never share a user, so interleaving them does not matter.
         records = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
         by_partition: dict[tuple[str, int], list[Record]] = {}
         for r in records:
             by_partition.setdefault((r.topic, r.partition), []).append(r)
-        done = {}
+        done, delivered, reread = {}, {}, []
         for tp, recs in by_partition.items():
             with event_context(by_record[id(recs[0])]):
-                raw = progress.get(progress_key(*tp))
-            done[tp] = int(raw) if raw is not None else None
+                done[tp], delivered[tp] = decode_progress(progress.get(progress_key(*tp)))
+            if tp not in taken_over:
+                taken_over.add(tp)
+                # First batch of this partition since a rebalance: the previous owner may have died after
+                # making its last batch's state durable but before that batch's intents were. Read those
+                # clicks back; the pipeline finds them applied and re-emits their stored intents.
+                if done[tp] is not None and delivered[tp] < done[tp]:
+                    reread.append((tp, delivered[tp] + 1, done[tp] + 1, "re-emitted: the last batch of the previous owner"))
+            elif done[tp] is not None:
+                delivered[tp] = done[tp]  # this worker's previous batch: its intents were awaited
         # Partitions this app never processed: compare with the log start (once each; see streams/gaps.py).
         fresh = [tp for tp, d in done.items() if d is None and by_partition[tp][0].offset > 0]
         log_starts = await log_start_offsets(settings.bootstrap, fresh) if fresh else None
         gaps = find_gaps({tp: [r.offset for r in recs] for tp, recs in by_partition.items()}, done, log_starts)
-        if not gaps:
-            return records
-        recovered = []
-        for (topic, partition), start, end in gaps:
+        reread += [(tp, start, end, "were committed or skipped but never processed") for tp, start, end in gaps]
+        present = {(r.topic, r.partition, r.offset) for r in records}
+        for (topic, partition), start, end, why in reread:
             missing = await read_range(settings.bootstrap, topic, partition, start, end)
-            log.warning("offsets %d..%d of %s/%d were committed or skipped but never processed; "
-                        "re-read %d records", start, end - 1, topic, partition, len(missing))
+            log.warning("offsets %d..%d of %s/%d %s; re-read %d records", start, end - 1, topic, partition,
+                        why, len(missing))
             anchor = by_record[id(by_partition[(topic, partition)][0])]  # same partition: same table partition
             for m in missing:
-                rec = Record(m.key, m.value, topic, partition, m.offset, records[0].arrived_ms)
-                by_record[id(rec)] = anchor
-                recovered.append(rec)
-        return sorted(records + recovered, key=lambda r: (r.topic, r.partition, r.offset))
+                if (topic, partition, m.offset) not in present:
+                    rec = Record(m.key, m.value, topic, partition, m.offset, records[0].arrived_ms)
+                    by_record[id(rec)] = anchor
+                    records.append(rec)
+                    present.add((topic, partition, m.offset))
+        if reread:
+            records.sort(key=lambda r: (r.topic, r.partition, r.offset))
+        for tp, recs in by_partition.items():
+            if delivered[tp] is None:  # never processed before: nothing of it was delivered
+                delivered[tp] = min(r.offset for r in records if (r.topic, r.partition) == tp) - 1
+        return records, {f"{t}/{p}": d for (t, p), d in delivered.items()}
 
     async def confirm_state_writes() -> None:
         """Wait for the broker to acknowledge the batch's changelog writes; exit if it never does.
@@ -179,7 +201,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                          len(dropped), sorted(set(dropped)))
             if not records:
                 continue
-            records = await recover_gaps(records, by_record)
+            records, delivered_through = await prepare_batch(records, by_record)
 
             def load_state(user_id: str, rec: Record) -> UserState | None:
                 cached = cache.get(user_id)
@@ -189,17 +211,17 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     data = users.get(user_id.encode())
                 return UserState.from_bytes(data) if data is not None else None
 
-            # The state written below keeps only this batch's intents (streams/pipeline.py), so the previous
-            # batch's intents must be acknowledged first: otherwise a crash could leave them neither published
-            # nor re-emittable. Usually already done: they went out while this batch was filling. It comes
-            # before the states are loaded so that nothing (an erasure) can run between loading and writing.
+            # The state written below forgets intents up to `delivered_through` (streams/pipeline.py), which
+            # counts this worker's previous batch as delivered: make it so before that state is written.
+            # Usually already done: they went out while this batch was filling. It comes before the states
+            # are loaded so that nothing (an erasure) can run between loading and writing them.
             if unconfirmed_intents:
                 await asyncio.gather(*unconfirmed_intents)
                 unconfirmed_intents.clear()
             cache.check_generation(app.consumer_generation_id)
             started = time.perf_counter()
             try:
-                result = pipeline.process(records, load_state)
+                result = pipeline.process(records, load_state, delivered_through)
             except BaseException:
                 cache.clear()  # cached states may be half-applied; the table still has the last good ones
                 raise
@@ -211,7 +233,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             last_of_partition = {(r.topic, r.partition): r for r in records}
             for (topic, partition), rec in last_of_partition.items():
                 with event_context(by_record[id(rec)]):
-                    progress[progress_key(topic, partition)] = str(rec.offset).encode()
+                    progress[progress_key(topic, partition)] = encode_progress(
+                        rec.offset, delivered_through[f"{topic}/{partition}"])
             # The state writes above (changelog records) must be acknowledged before the intents go out:
             # otherwise a crash can publish an intent whose state is lost, and failover re-scores the click
             # instead of re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.

@@ -26,6 +26,21 @@ def progress_key(topic: str, partition: int) -> bytes:
     return f"{topic}/{partition}".encode()
 
 
+def encode_progress(processed_through: int, delivered_through: int) -> bytes:
+    """A partition's progress: the last offset processed (state durable), and the offset through which
+    the intents are known delivered. In between lie the clicks of the last batch, whose intents may have
+    been lost with the worker: a new owner re-emits them from the state."""
+    return f"{processed_through} {delivered_through}".encode()
+
+
+def decode_progress(raw: bytes | None) -> tuple[int | None, int | None]:
+    if raw is None:
+        return None, None
+    fields = raw.split()
+    processed = int(fields[0])
+    return processed, int(fields[1]) if len(fields) > 1 else processed
+
+
 def find_gaps(batch_offsets: dict[tuple[str, int], list[int]], last_done: dict[tuple[str, int], int | None],
               log_starts: dict[tuple[str, int], int] | None = None) -> list[tuple[tuple[str, int], int, int]]:
     """[(topic, partition), start, end) ranges of offsets no one processed, that this batch must process first.

@@ -86,7 +86,11 @@ class Pipeline:
         self.pseudonymize = pseudonymize  # streams.privacy.Pseudonymizer, or None
 
     # -------------------------------------------------------------------------------- public
-    def process(self, records: list[Record], load_state: StateLoader) -> BatchResult:
+    def process(self, records: list[Record], load_state: StateLoader,
+                delivered_through: dict[str, int] | None = None) -> BatchResult:
+        """Score a micro-batch. `delivered_through[source]` is the offset through which the shell knows the
+        intents reached Kafka (default: everything before this batch); each state keeps every intent above
+        it, so a crash before the rest are delivered is answered by re-emitting them (see _forget_delivered)."""
         result = BatchResult()
         per_user: dict[str, list[tuple[Record, ClickEvent]]] = defaultdict(list)
         for rec in records:
@@ -113,6 +117,11 @@ class Pipeline:
                 pending[user_id] = fresh
 
         self._score(pending, result)
+        if delivered_through is None:
+            delivered_through = {}
+            for rec in records:
+                delivered_through[rec.source] = min(delivered_through.get(rec.source, rec.offset), rec.offset - 1)
+        self._forget_delivered([result.states[u] for u in pending], delivered_through)
         for rec, event in repeats:  # their first copy was just scored: emit that intent again
             first = result.scored.get((rec.source, rec.offset))
             if first is not None:
@@ -180,7 +189,6 @@ class Pipeline:
             np.stack([seg.h0 for seg in segments]),
         )
         scored_at = int(now_ms())
-        new_per_user: dict[str, int] = defaultdict(int)
         for i, seg in enumerate(segments):
             seg.session.hidden = h_last[i]
             seg.session.hidden_version = scorer.version
@@ -192,18 +200,25 @@ class Pipeline:
                     cart_value=cart_value, recent_counts=counts, model_version=scorer.version,
                 )
                 state.recent_intents.append(remembered)
-                new_per_user[seg.user_id] += 1
                 encoded = encode_intent(self._intent(event, seg.session.session_id, remembered))
                 result.intents.append((seg.user_id, encoded))
                 result.scored[(rec.source, rec.offset)] = encoded
-        # The state is made durable before the batch's intents are (the shell flushes state, then sends), so
-        # it keeps the intent of *every* click of this batch, however many: after a crash in between, each
-        # re-delivered click finds its intent and is re-emitted byte-identical instead of being dropped as
-        # an unanswerable duplicate. Earlier batches' intents were durable before this state was written.
-        for user_id, n_new in new_per_user.items():
-            state = result.states[user_id]
+
+    @staticmethod
+    def _forget_delivered(states: list[UserState], delivered_through: dict[str, int]) -> None:
+        """Trim each state's remembered intents to the last few, but never one that may not be delivered.
+
+        The shell makes a batch's state durable *before* its intents. After a crash in between, the next
+        owner finds those clicks applied and must re-emit their intents byte-identical; an intent dropped
+        from the state by then would be lost for good (not just a duplicate avoided). Only states that took
+        new clicks are trimmed: a batch of re-deliveries leaves every state as it was.
+        """
+        for state in states:
             intents = state.recent_intents
-            del intents[: max(0, len(intents) - max(state.config.max_intents, n_new))]
+            keep_from = len(intents) - state.config.max_intents
+            if keep_from > 0:
+                intents[:] = [it for i, it in enumerate(intents)
+                              if i >= keep_from or it.offset > delivered_through.get(it.source, -1)]
 
     def _hidden_before(self, step: Step) -> np.ndarray:
         """The session's GRU state before this event, rebuilt when the model changed since."""

@@ -50,3 +50,11 @@ def test_everything_processed_through_the_batch_is_acked_except_the_batchs_own_e
     # partition 0 processed through 15; the batch's own events 14, 15 are acked by take_events itself
     n = acknowledge_through(consumer, {("c", 0): 15, ("c", 1): 3}, {("c", 0, 14), ("c", 0, 15)})
     assert consumer.acked == [("c", 0, 10), ("c", 0, 12), ("c", 0, 13)] and n == 3
+
+
+def test_progress_round_trip_and_the_older_single_offset_form() -> None:
+    from streams.gaps import decode_progress, encode_progress
+
+    assert decode_progress(encode_progress(41, 30)) == (41, 30)
+    assert decode_progress(b"41") == (41, 41)  # written before delivery was tracked: nothing owed
+    assert decode_progress(None) == (None, None)

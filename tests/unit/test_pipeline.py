@@ -191,3 +191,24 @@ def test_a_record_delivered_twice_in_one_batch_is_scored_once_and_reemitted(tmp_
     assert len(intents) == 31
     copies = [b for _u, b in intents if orjson.loads(b)["event_id"] == events[5].event_id]
     assert len(copies) == 2 and copies[0] == copies[1]
+
+
+def test_intents_above_delivered_through_are_kept_until_delivered(tmp_path, events):
+    """The shell says through which offset intents are known delivered; a state never forgets one above it,
+    however many batches later, and forgets the older ones down to the usual few."""
+    pipeline = Pipeline(make_scorer(tmp_path))
+    store = Store()
+    records = to_records(events[:400], partitions=1)
+    source = records[0].source
+    for i in range(0, len(records), 50):  # nothing delivered yet: every intent must stay
+        result = pipeline.process(records[i:i + 50], store.load, {source: -1})
+        for uid, state in result.states.items():
+            store.data[uid] = state.to_bytes()
+    kept = sum(len(UserState.from_bytes(b).recent_intents) for b in store.data.values())
+    assert kept == len(records)
+    # Now everything up to offset 349 is delivered: touched users keep only what is above it, or their last few.
+    result = pipeline.process(to_records(events[400:450], partitions=1, start_offset=400), store.load, {source: 349})
+    for state in result.states.values():
+        above = [it for it in state.recent_intents if it.offset > 349]
+        assert len(state.recent_intents) == max(len(above), min(len(state.recent_intents), state.config.max_intents))
+        assert all(it.offset > 349 for it in state.recent_intents[:-state.config.max_intents])
