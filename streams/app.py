@@ -103,6 +103,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
 
     taken_over: set[tuple[str, int]] = set()  # partitions already checked since the last rebalance
+    acked_through: dict[tuple[str, int], int] = {}  # see gaps.acknowledge_through; reset on a rebalance
     generation_seen = [None]
 
     async def prepare_batch(records: list[Record], by_record: dict) -> tuple[list[Record], dict[str, int]]:
@@ -111,6 +112,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         if generation_seen[0] != app.consumer_generation_id:
             generation_seen[0] = app.consumer_generation_id
             taken_over.clear()
+            acked_through.clear()
         # Per partition, offset order is the order the state must see (a seek back can re-deliver older
         # offsets after newer ones); partitions never share a user, so interleaving them does not matter.
         records = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
@@ -249,7 +251,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             # Records Faust skipped (read back above, or skipped re-deliveries of processed ones) would
             # otherwise never be acked, and Faust would stop committing those partitions (streams/gaps.py).
             acknowledge_through(app.consumer, {tp: r.offset for tp, r in last_of_partition.items()},
-                                {(m.topic, m.partition, m.offset) for m in (ev.message for ev in events)})
+                                {(m.topic, m.partition, m.offset) for m in (ev.message for ev in events)},
+                                acked_through)
             for key, value in result.dead_letters:
                 await dead_letters.send(key=key, value=value)
             if result.dlq_codes:

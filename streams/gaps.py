@@ -99,7 +99,7 @@ async def read_range(bootstrap: str, topic: str, partition: int, start: int, end
 
 
 def acknowledge_through(consumer, processed_through: dict[tuple[str, int], int],
-                        in_flight: set[tuple[str, int, int]]) -> int:
+                        in_flight: set[tuple[str, int, int]], checked_through: dict[tuple[str, int], int]) -> int:
     """Mark every offset from the committed one up to `processed_through[tp]` acked in Faust's bookkeeping.
 
     Faust commits a partition only while its acked offsets continue from the committed one
@@ -107,7 +107,9 @@ def acknowledge_through(consumer, processed_through: dict[tuple[str, int], int],
     record froze that partition's commits for the rest of the worker's life, and the next failover
     re-delivered everything since. Every offset up to the last one processed *has* been processed (by this
     worker, by an earlier owner, or read back by find_gaps), so acking them is safe. `in_flight` are the
-    batch's own Faust events (topic, partition, offset): take_events acks those itself. Returns the count.
+    batch's own Faust events (topic, partition, offset): take_events acks those itself. `checked_through`
+    remembers how far each partition was covered already, so each offset is looked at once (the caller
+    empties it on a rebalance). Returns the number of offsets acked here.
     """
     from faust.types import TP
     from faust.types.tuples import Message
@@ -119,7 +121,9 @@ def acknowledge_through(consumer, processed_through: dict[tuple[str, int], int],
         if committed is None:
             continue  # nothing committed yet: Faust commits from the first acked offset anyway
         acked = consumer._acked_index[tp]
-        for offset in range(committed, last + 1):
+        first = max(committed, checked_through.get((topic, partition), -1) + 1)
+        checked_through[(topic, partition)] = max(last, checked_through.get((topic, partition), -1))
+        for offset in range(first, last + 1):
             if offset not in acked and (topic, partition, offset) not in in_flight:
                 consumer.ack(Message(topic, partition, offset, 0.0, 0, None, None, None, None))
                 n += 1
