@@ -217,9 +217,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             # counts this worker's previous batch as delivered: make it so before that state is written.
             # Usually already done: they went out while this batch was filling. It comes before the states
             # are loaded so that nothing (an erasure) can run between loading and writing them.
-            if unconfirmed_intents:
-                await asyncio.gather(*unconfirmed_intents)
-                unconfirmed_intents.clear()
+            for fut in unconfirmed_intents:
+                await fut
+            unconfirmed_intents.clear()
             cache.check_generation(app.consumer_generation_id)
             started = time.perf_counter()
             try:

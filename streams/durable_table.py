@@ -27,8 +27,8 @@ class DurableTable(faust.Table):
     async def confirm_changelog(self) -> None:
         """Return once every changelog write made so far is acknowledged; raise if one failed."""
         pending, self._unconfirmed = self._unconfirmed, []
-        if pending:
-            await asyncio.gather(*pending)
+        for fut in pending:  # in send order; most are done by now, and awaiting a done future is nearly free
+            await fut
 
 
 def durable_table(app: faust.App, name: str, **kwargs) -> DurableTable:
