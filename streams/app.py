@@ -250,7 +250,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 unconfirmed_intents.append(await send(topic, user_id.encode(), value, None, None, None))
             # Records Faust skipped (read back above, or skipped re-deliveries of processed ones) would
             # otherwise never be acked, and Faust would stop committing those partitions (streams/gaps.py).
-            acknowledge_through(app.consumer, {tp: r.offset for tp, r in last_of_partition.items()},
+            first_of_partition = {}
+            for r in records:
+                first_of_partition.setdefault((r.topic, r.partition), r.offset)
+            acknowledge_through(app.consumer, {tp: (first_of_partition[tp], r.offset) for tp, r in last_of_partition.items()},
                                 {(m.topic, m.partition, m.offset) for m in (ev.message for ev in events)},
                                 acked_through)
             for key, value in result.dead_letters:

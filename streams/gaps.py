@@ -98,9 +98,12 @@ async def read_range(bootstrap: str, topic: str, partition: int, start: int, end
     return records
 
 
-def acknowledge_through(consumer, processed_through: dict[tuple[str, int], int],
+def acknowledge_through(consumer, processed: dict[tuple[str, int], tuple[int, int]],
                         in_flight: set[tuple[str, int, int]], checked_through: dict[tuple[str, int], int]) -> int:
-    """Mark every offset from the committed one up to `processed_through[tp]` acked in Faust's bookkeeping.
+    """Mark every offset from the committed one through the batch's last acked in Faust's bookkeeping.
+
+    `processed[tp]` is (first, last) offset of the batch for that partition; without a committed offset
+    yet, acking starts at `first` (everything in between was processed, holes read back by find_gaps).
 
     Faust commits a partition only while its acked offsets continue from the committed one
     (`Consumer._new_offset`). A record Faust skipped and never delivered is never acked, so one such
@@ -115,13 +118,11 @@ def acknowledge_through(consumer, processed_through: dict[tuple[str, int], int],
     from faust.types.tuples import Message
 
     n = 0
-    for (topic, partition), last in processed_through.items():
+    for (topic, partition), (batch_first, last) in processed.items():
         tp = TP(topic, partition)
         committed = consumer._committed_offset.get(tp)
-        if committed is None:
-            continue  # nothing committed yet: Faust commits from the first acked offset anyway
         acked = consumer._acked_index[tp]
-        first = max(committed, checked_through.get((topic, partition), -1) + 1)
+        first = max(batch_first if committed is None else committed, checked_through.get((topic, partition), -1) + 1)
         checked_through[(topic, partition)] = max(last, checked_through.get((topic, partition), -1))
         for offset in range(first, last + 1):
             if offset not in acked and (topic, partition, offset) not in in_flight:

@@ -11,20 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import pytest
 from kafka import KafkaConsumer
 
 from deploy.kafka.local_broker import free_port_pair
 from tests.integration.conftest import REPO_ROOT
-
-
-REBALANCE_LOSS = pytest.mark.xfail(
-    strict=False,
-    reason="known defect: faust-streaming 0.15.3 acks records it skipped during a rebalance (stale generation), "
-    "so a commit can pass records no agent saw; streams/gaps.py re-reads such gaps when a later record of the "
-    "partition arrives, but a gap at the end of a partition's traffic, or on a partition with no recorded "
-    "progress yet, can still lose events. Runs in CI; passes in most runs (XPASS).",
-)
 
 
 @dataclass
@@ -159,8 +149,8 @@ def read_table_files(data_dir: Path, table: str = "users") -> dict[bytes, bytes]
     return merged
 
 
-def group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
-    """True when the consumer group's committed offsets reached the topic's end offsets."""
+def commit_positions(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int | None, int]]:
+    """partition -> (the group's committed offset, the end offset)."""
     from kafka import TopicPartition
 
     # A consumer that never subscribes does not join the group; it only fetches the group's offsets.
@@ -168,9 +158,25 @@ def group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         end = consumer.end_offsets(parts)
-        return all((consumer.committed(tp) or 0) >= end[tp] for tp in parts)
+        return {tp.partition: (consumer.committed(tp), end[tp]) for tp in parts}
     finally:
         consumer.close()
+
+
+def group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
+    """True when the consumer group's committed offsets reached the topic's end offsets."""
+    return all((committed or 0) >= end for committed, end in commit_positions(bootstrap, group, topic).values())
+
+
+def wait_commits_caught_up(bootstrap: str, group: str, topic: str, timeout_s: float = 60.0) -> None:
+    """Offsets keep being committed to the end of every partition: a partition whose commits stalled
+    (Faust commits only a run of acked offsets that continues the committed one) would re-deliver
+    everything after the stall on the next failover."""
+    try:
+        wait_for(lambda: group_caught_up(bootstrap, group, topic), timeout_s, what="commits at the end")
+    except TimeoutError:
+        raise AssertionError(f"commits stalled: partition -> (committed, end) "
+                             f"{commit_positions(bootstrap, group, topic)}") from None
 
 
 def rewind_group(bootstrap: str, group: str, topic: str) -> None:

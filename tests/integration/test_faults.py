@@ -15,13 +15,11 @@ from models.offline import offline_scores
 from models.simulator import SimConfig, simulate
 from streams.topics import ensure_topics
 from tests.integration.helpers import (
-    REBALANCE_LOSS,
     Load,
     Pipeline,
     changelog_states,
     collect,
     decode_all,
-    group_caught_up,
     group_members,
     intents_by_event,
     locate,
@@ -33,6 +31,7 @@ from tests.integration.helpers import (
     start_worker,
     stop_worker,
     tail,
+    wait_commits_caught_up,
     wait_for,
     window_mismatches,
 )
@@ -62,7 +61,6 @@ def recovery_seconds(records, partitions: set[int], since: float) -> float | Non
     return min(times) - since if times else None
 
 
-@REBALANCE_LOSS
 def test_sigkill_worker_then_empty_state_dir_restores_from_changelog(kafka_bootstrap: str, unique: str,
                                                                       tmp_path: Path, model_dir: Path) -> None:
     pipe = Pipeline.unique(kafka_bootstrap, unique, partitions=PARTITIONS)
@@ -96,8 +94,7 @@ def test_sigkill_worker_then_empty_state_dir_restores_from_changelog(kafka_boots
         produce(kafka_bootstrap, pipe.clicks, rest)
         records = collect(kafka_bootstrap, pipe.intents, _all_ids(len(events)), timeout_s=150)
         assert workers["c"].poll() is None, "worker c died:\n" + tail(logs["c"])
-        wait_for(lambda: group_caught_up(kafka_bootstrap, pipe.app_id, pipe.clicks), 60,
-                 what="committed offsets at the end of every partition (no stalled commits)")
+        wait_commits_caught_up(kafka_bootstrap, pipe.app_id, pipe.clicks)
     finally:
         for proc in workers.values():
             stop_worker(proc)

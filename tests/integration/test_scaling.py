@@ -10,12 +10,10 @@ import pytest
 from models.simulator import SimConfig, simulate
 from streams.topics import ensure_topics
 from tests.integration.helpers import (
-    REBALANCE_LOSS,
     Load,
     Pipeline,
     collect,
     decode_all,
-    group_caught_up,
     group_members,
     intents_by_event,
     locate,
@@ -26,6 +24,7 @@ from tests.integration.helpers import (
     start_worker,
     stop_worker,
     tail,
+    wait_commits_caught_up,
     wait_for,
 )
 
@@ -46,7 +45,6 @@ def balanced(bootstrap: str, group: str, topic: str, n_members: int):
     return None
 
 
-@REBALANCE_LOSS
 def test_replicas_spread_partitions_and_scale_out_and_in_under_load(kafka_bootstrap: str, unique: str,
                                                                      tmp_path: Path, model_dir: Path) -> None:
     pipe = Pipeline.unique(kafka_bootstrap, unique, partitions=PARTITIONS)
@@ -82,11 +80,7 @@ def test_replicas_spread_partitions_and_scale_out_and_in_under_load(kafka_bootst
                           lambda rs: len({orjson.loads(r.value)["event_id"] for r in rs}) >= len(events), timeout_s=150)
         for name, proc in workers.items():
             assert proc.poll() is None, f"worker {name} died:\n" + tail(tmp_path / f"{name}.log")
-        # Offsets keep being committed to the end of every partition: a partition whose commits stalled
-        # (Faust commits only a run of acked offsets that continues the committed one) would re-deliver
-        # everything after the stall on the next failover.
-        wait_for(lambda: group_caught_up(kafka_bootstrap, pipe.app_id, pipe.clicks), 60,
-                 what="committed offsets at the end of every partition")
+        wait_commits_caught_up(kafka_bootstrap, pipe.app_id, pipe.clicks)
     finally:
         for proc in workers.values():
             stop_worker(proc)

@@ -45,15 +45,17 @@ class _FakeConsumer:
 def test_everything_processed_through_the_batch_is_acked_except_the_batchs_own_events() -> None:
     from faust.types import TP
 
-    consumer = _FakeConsumer({TP("c", 0): 10, TP("c", 1): None})
+    consumer = _FakeConsumer({TP("c", 0): 10})
     consumer._acked_index[TP("c", 0)].add(11)  # already acked by Faust
     # partition 0 processed through 15; the batch's own events 14, 15 are acked by take_events itself
     checked: dict = {}
-    n = acknowledge_through(consumer, {("c", 0): 15, ("c", 1): 3}, {("c", 0, 14), ("c", 0, 15)}, checked)
-    assert consumer.acked == [("c", 0, 10), ("c", 0, 12), ("c", 0, 13)] and n == 3
+    # partition 1 has no committed offset yet: acked from the batch's first offset (1, read back by find_gaps)
+    n = acknowledge_through(consumer, {("c", 0): (14, 15), ("c", 1): (1, 3)},
+                            {("c", 0, 14), ("c", 0, 15), ("c", 1, 3)}, checked)
+    assert consumer.acked == [("c", 0, 10), ("c", 0, 12), ("c", 0, 13), ("c", 1, 1), ("c", 1, 2)] and n == 5
     # the next batch only looks past what was covered (14 and 15 were the previous batch's own events)
     consumer.acked.clear()
-    n = acknowledge_through(consumer, {("c", 0): 18}, {("c", 0, 18)}, checked)
+    n = acknowledge_through(consumer, {("c", 0): (16, 18)}, {("c", 0, 18)}, checked)
     assert consumer.acked == [("c", 0, 16), ("c", 0, 17)] and n == 2 and checked[("c", 0)] == 18
 
 
