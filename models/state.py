@@ -1,9 +1,10 @@
-"""The per-user state record: rolling windows + current session + applied offsets + last emitted intents.
+"""The per-user state record: rolling windows + current session + lifetime history + applied offsets +
+last emitted intents.
 
 `UserState.apply` is the only way a click changes state; it refuses an offset that was already applied
 (callers check `is_applied` first and re-emit the remembered intent instead), so a re-delivered click
 can never count twice. `to_bytes`/`from_bytes` give a compact, versioned binary record (the value of
-the Faust `users` table); see `_encode_v1` for the layout and `_DECODERS` for how older versions load.
+the Faust `users` table); see `_encode_v2` for the layout and `_DECODERS` for how older versions load.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.history import N_CURRENT, N_FINISHED, UserHistory
 from models.session import (
     ADD_TO_CART,
     PURCHASE,
@@ -41,7 +43,7 @@ from schemas.events import ClickEvent
 log = logging.getLogger(__name__)
 
 MAGIC = b"iS"  # first bytes of every user state record
-VERSION = 1  # the layout to_bytes writes
+VERSION = 2  # the layout to_bytes writes (v2 = v1 + lifetime history; v1 records still load)
 MAX_INTENTS = 4
 
 _F64 = struct.Struct("<d")
@@ -90,6 +92,9 @@ class Step:
     prev_ts_ms: int | None  # ts of the previous event in this session (None for the first)
     recent_event: RecentEvent
     window_features: np.ndarray  # float32 RollingWindows.features(event.ts) after adding this event
+    # float32 (N_FINISHED,) read-only summary of the user's sessions before this one (models.history);
+    # None only for Steps built by hand (featurization then sees no history)
+    history: np.ndarray | None = None
 
 
 @dataclass
@@ -99,6 +104,7 @@ class UserState:
     session: Session | None = None
     applied: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> last applied offset
     recent_intents: list[RecentIntent] = field(default_factory=list)  # newest last, at most max_intents
+    history: UserHistory = field(default_factory=UserHistory)  # lifetime summary of finished sessions
     config: StateConfig = field(default=DEFAULT_CONFIG, compare=False, repr=False)
 
     @classmethod
@@ -120,18 +126,25 @@ class UserState:
             raise ValueError(f"apply: event of user {event.user_id!r} given to state of {self.user_id!r}")
         recent = RecentEvent.from_click(event)
         ti = recent.type_index
+        added = bought = 0.0
         if ti == ADD_TO_CART:
-            self.windows.add(event.ts, ti, cart_value_added=cart_delta(event))
+            added = cart_delta(event)
+            self.windows.add(event.ts, ti, cart_value_added=added)
         elif ti == PURCHASE:
-            self.windows.add(event.ts, ti, purchase_amount=cart_delta(event))
+            bought = cart_delta(event)
+            self.windows.add(event.ts, ti, purchase_amount=bought)
         else:
             self.windows.add(event.ts, ti)
         cfg = self.config
         session, new, prev_ts = sessionize(self.session, self.user_id, event, recent, cfg.session_gap_ms, cfg.recent_k)
         self.session = session
+        if new:
+            self.history.close_session()  # the previous session is over: fold it into the lifetime summary
+        self.history.add(ti, event.ts, prev_ts, event.device, added, bought)
         if source is not None:
             self.applied[source] = offset
-        return Step(event, session, new, session.n_events - 1, prev_ts, recent, self.windows.features(event.ts))
+        return Step(event, session, new, session.n_events - 1, prev_ts, recent, self.windows.features(event.ts),
+                    self.history.finished)
 
     def remember_intent(self, intent: RecentIntent) -> None:
         self.recent_intents.append(intent)
@@ -148,7 +161,7 @@ class UserState:
     def to_bytes(self) -> bytes:
         out = bytearray(MAGIC)
         out.append(VERSION)
-        _encode_v1(self, out)
+        _encode_v2(self, out)
         return bytes(out)
 
     @classmethod
@@ -293,7 +306,8 @@ def _encode_v1(state: UserState, out: bytearray) -> None:
         put_array(out, list(it.recent_counts))
 
 
-def _decode_v1(data: memoryview, pos: int, config: StateConfig) -> UserState:
+def _decode_v1_body(data: memoryview, pos: int, config: StateConfig) -> tuple[UserState, int]:
+    """The v1 fields (also the start of a v2 record); returns the state and the position after them."""
     try:
         user_id, pos = _get_str(data, pos)
         windows, pos = RollingWindows.decode_from(data, pos, config.horizons)
@@ -357,13 +371,56 @@ def _decode_v1(data: memoryview, pos: int, config: StateConfig) -> UserState:
             intents.append(RecentIntent(strings[src], offset, p, scored_at, latency, session_events,
                                         cart_value, tuple(counts), strings[model]))
     except (IndexError, struct.error, UnicodeDecodeError) as e:
-        raise ValueError(f"corrupt user state record (v1): {e}") from e
+        raise ValueError(f"corrupt user state record: {e}") from e
+    return UserState(user_id, windows, session, applied, intents, config=config), pos
+
+
+def _decode_v1(data: memoryview, pos: int, config: StateConfig) -> UserState:
+    """v1 records have no lifetime history: they load with an empty one (every sum 0), so a migrated
+    user looks like a first-time visitor to the model until their next session closes."""
+    state, pos = _decode_v1_body(data, pos, config)
     if pos != len(data):
         raise ValueError(f"corrupt user state record (v1): {len(data) - pos} trailing bytes")
-    return UserState(user_id, windows, session, applied, intents, config)
+    return state
+
+
+# ---- record layout v2 ------------------------------------------------------------------------------
+# the v1 fields, then
+# u8 flags: 1 history present (else every value is 0)
+# if history: N_FINISHED x f32 finished totals, N_CURRENT x f32 current-session counts (models.history)
+# (all float32-exact by construction, so the record round-trips exactly)
+
+_HAS_HISTORY = 1
+
+
+def _encode_v2(state: UserState, out: bytearray) -> None:
+    _encode_v1(state, out)
+    h = state.history
+    if h.is_empty():
+        out.append(0)
+        return
+    out.append(_HAS_HISTORY)
+    _put_f32s(out, h.finished.tolist())
+    _put_f32s(out, h.current)
+
+
+def _decode_v2(data: memoryview, pos: int, config: StateConfig) -> UserState:
+    state, pos = _decode_v1_body(data, pos, config)
+    try:
+        flags = data[pos]
+        pos += 1
+        if flags & _HAS_HISTORY:
+            finished, pos = _get_f32s(data, pos, N_FINISHED)
+            current, pos = _get_f32s(data, pos, N_CURRENT)
+            state.history = UserHistory(np.array(finished, dtype=np.float32), current)
+    except IndexError as e:
+        raise ValueError(f"corrupt user state record (v2): {e}") from e
+    if pos != len(data):
+        raise ValueError(f"corrupt user state record (v2): {len(data) - pos} trailing bytes")
+    return state
 
 
 # Record version -> decoder returning a current UserState. To change the layout: bump VERSION, write
-# _encode_v2/_decode_v2, and keep _decode_v1 here (it migrates by building the current objects), plus a
-# checked-in v1 record under tests/unit/state_fixtures/ that must still load.
-_DECODERS = {1: _decode_v1}
+# _encode_vN/_decode_vN, and keep the older decoders here (they migrate by building the current objects),
+# plus a checked-in record of each version under tests/unit/state_fixtures/ that must still load.
+_DECODERS = {1: _decode_v1, 2: _decode_v2}

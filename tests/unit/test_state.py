@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.history import UserHistory
 from models.session import RecentEvent
 from models.state import MAGIC, VERSION, RecentIntent, StateConfig, UserState
 from models.windows import DEFAULT_HORIZONS, Horizon
@@ -182,11 +183,26 @@ def golden_state() -> UserState:
 
 
 def test_checked_in_v1_record_still_loads():
-    """A future layout change must keep reading v1 records (or this test documents the break)."""
+    """v1 records (before the lifetime history) still load, with an empty history; nothing else changes."""
     data = (FIXTURES / "user_state_v1.bin").read_bytes()
     assert data[2] == 1
-    assert UserState.from_bytes(data) == golden_state()
-    if VERSION == 1:
+    old = UserState.from_bytes(data)
+    assert old.history == UserHistory() and old.history.is_empty()
+    expected = golden_state()
+    assert not expected.history.is_empty()
+    expected.history = UserHistory()
+    assert old == expected
+    # a migrated record is written as the current version and reads back unchanged
+    assert UserState.from_bytes(old.to_bytes()) == old and old.to_bytes()[2] == VERSION
+
+
+def test_checked_in_v2_record_still_loads():
+    """A future layout change must keep reading v2 records (or this test documents the break)."""
+    data = (FIXTURES / "user_state_v2.bin").read_bytes()
+    assert data[2] == 2
+    state = UserState.from_bytes(data)
+    assert state == golden_state() and state.history.finished[0] == 2  # two finished sessions
+    if VERSION == 2:
         assert golden_state().to_bytes() == data
 
 
