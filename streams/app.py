@@ -171,6 +171,19 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             logging.shutdown()
             os._exit(4)
 
+    source_topics = set(settings.source_topics)
+
+    @app.timer(interval=5.0)
+    async def watch_commits() -> None:
+        """Say so when Faust stops committing a partition (its acked offsets no longer continue the committed
+        one): the worker's acknowledge_through should make this impossible, so it is worth a warning."""
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            acked, committed = consumer._acked.get(tp), consumer._committed_offset.get(tp)
+            if tp.topic in source_topics and acked and committed is not None and min(acked) - committed > 1:
+                log.warning("commits of %s/%d are stalled at %d: the lowest acked offset is %d",
+                            tp.topic, tp.partition, committed, min(acked))
+
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
         unconfirmed_intents: list[asyncio.Future] = []  # delivery of the previous batch's intents
@@ -253,9 +266,11 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             first_of_partition = {}
             for r in records:
                 first_of_partition.setdefault((r.topic, r.partition), r.offset)
-            acknowledge_through(app.consumer, {tp: (first_of_partition[tp], r.offset) for tp, r in last_of_partition.items()},
-                                {(m.topic, m.partition, m.offset) for m in (ev.message for ev in events)},
-                                acked_through)
+            n_filled = acknowledge_through(
+                app.consumer, {tp: (first_of_partition[tp], r.offset) for tp, r in last_of_partition.items()},
+                {(m.topic, m.partition, m.offset) for m in (ev.message for ev in events)}, acked_through)
+            if n_filled:
+                log.info("acked %d offsets Faust skipped or that were read back", n_filled)
             for key, value in result.dead_letters:
                 await dead_letters.send(key=key, value=value)
             if result.dlq_codes:

@@ -99,7 +99,7 @@ async def read_range(bootstrap: str, topic: str, partition: int, start: int, end
 
 
 def acknowledge_through(consumer, processed: dict[tuple[str, int], tuple[int, int]],
-                        in_flight: set[tuple[str, int, int]], checked_through: dict[tuple[str, int], int]) -> int:
+                        in_flight: set[tuple[str, int, int]], checked_through: dict) -> int:
     """Mark every offset from the committed one through the batch's last acked in Faust's bookkeeping.
 
     `processed[tp]` is (first, last) offset of the batch for that partition; without a committed offset
@@ -122,8 +122,12 @@ def acknowledge_through(consumer, processed: dict[tuple[str, int], tuple[int, in
         tp = TP(topic, partition)
         committed = consumer._committed_offset.get(tp)
         acked = consumer._acked_index[tp]
-        first = max(batch_first if committed is None else committed, checked_through.get((topic, partition), -1) + 1)
-        checked_through[(topic, partition)] = max(last, checked_through.get((topic, partition), -1))
+        start = batch_first if committed is None else committed
+        seen_with, seen_through = checked_through.get((topic, partition), (None, -1))
+        # Faust can set the committed offset back (its seek to committed after a rebalance, possibly after
+        # this worker already processed a batch): then start over from it.
+        first = max(start, seen_through + 1) if seen_with == committed else start
+        checked_through[(topic, partition)] = (committed, max(last, seen_through if seen_with == committed else -1))
         for offset in range(first, last + 1):
             if offset not in acked and (topic, partition, offset) not in in_flight:
                 consumer.ack(Message(topic, partition, offset, 0.0, 0, None, None, None, None))

@@ -56,7 +56,13 @@ def test_everything_processed_through_the_batch_is_acked_except_the_batchs_own_e
     # the next batch only looks past what was covered (14 and 15 were the previous batch's own events)
     consumer.acked.clear()
     n = acknowledge_through(consumer, {("c", 0): (16, 18)}, {("c", 0, 18)}, checked)
-    assert consumer.acked == [("c", 0, 16), ("c", 0, 17)] and n == 2 and checked[("c", 0)] == 18
+    assert consumer.acked == [("c", 0, 16), ("c", 0, 17)] and n == 2
+    # Faust set the committed offset back (a seek after a rebalance): start over from it
+    consumer._acked_index[TP("c", 0)].update({14, 15, 18})  # the batches' own events, acked by take_events
+    consumer.acked.clear()
+    consumer._committed_offset[TP("c", 0)] = 5
+    acknowledge_through(consumer, {("c", 0): (19, 19)}, {("c", 0, 19)}, checked)
+    assert consumer.acked == [("c", 0, o) for o in (5, 6, 7, 8, 9)]
 
 
 def test_progress_round_trip_and_the_older_single_offset_form() -> None:
