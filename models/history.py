@@ -58,6 +58,10 @@ _C_DEVICE = N_EVENT_TYPES
 _C_GAPS, _C_LOG_GAP, _C_CART_VALUE, _C_PURCHASE_AMOUNT = (N_EVENT_TYPES + 1, N_EVENT_TYPES + 2,
                                                             N_EVENT_TYPES + 3, N_EVENT_TYPES + 4)
 
+# Which slots hold sums of floats; every other slot is a whole count (the state record packs those as ints).
+FINISHED_FLOAT_SLOTS: tuple[int, ...] = (_F_LOG_GAP, _F_CART_VALUE, _F_PURCHASE_AMOUNT)
+CURRENT_FLOAT_SLOTS: tuple[int, ...] = (_C_LOG_GAP, _C_CART_VALUE, _C_PURCHASE_AMOUNT)
+
 _F32 = struct.Struct("<f")
 
 

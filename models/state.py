@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.history import N_CURRENT, N_FINISHED, UserHistory
+from models.history import CURRENT_FLOAT_SLOTS, FINISHED_FLOAT_SLOTS, N_CURRENT, N_FINISHED, UserHistory
 from models.session import (
     ADD_TO_CART,
     PURCHASE,
@@ -387,8 +387,9 @@ def _decode_v1(data: memoryview, pos: int, config: StateConfig) -> UserState:
 # ---- record layout v2 ------------------------------------------------------------------------------
 # the v1 fields, then
 # u8 flags: 1 history present (else every value is 0)
-# if history: N_FINISHED x f32 finished totals, N_CURRENT x f32 current-session counts (models.history)
-# (all float32-exact by construction, so the record round-trips exactly)
+# if history: column of the finished totals' count slots, f32 x its float slots (models.history
+#   FINISHED_FLOAT_SLOTS), then the same for the current session's counts (CURRENT_FLOAT_SLOTS)
+# (counts are whole numbers and sums float32-exact by construction, so the record round-trips exactly)
 
 _HAS_HISTORY = 1
 
@@ -400,8 +401,9 @@ def _encode_v2(state: UserState, out: bytearray) -> None:
         out.append(0)
         return
     out.append(_HAS_HISTORY)
-    _put_f32s(out, h.finished.tolist())
-    _put_f32s(out, h.current)
+    for values, floats in ((h.finished.tolist(), FINISHED_FLOAT_SLOTS), (h.current, CURRENT_FLOAT_SLOTS)):
+        put_array(out, [int(v) for i, v in enumerate(values) if i not in floats])
+        _put_f32s(out, [values[i] for i in floats])
 
 
 def _decode_v2(data: memoryview, pos: int, config: StateConfig) -> UserState:
@@ -410,9 +412,15 @@ def _decode_v2(data: memoryview, pos: int, config: StateConfig) -> UserState:
         flags = data[pos]
         pos += 1
         if flags & _HAS_HISTORY:
-            finished, pos = _get_f32s(data, pos, N_FINISHED)
-            current, pos = _get_f32s(data, pos, N_CURRENT)
-            state.history = UserHistory(np.array(finished, dtype=np.float32), current)
+            parts = []
+            for n, floats in ((N_FINISHED, FINISHED_FLOAT_SLOTS), (N_CURRENT, CURRENT_FLOAT_SLOTS)):
+                counts, pos = get_array(data, pos, n - len(floats))
+                sums, pos = _get_f32s(data, pos, len(floats))
+                values, ci, si = [], iter(counts), iter(sums)
+                for i in range(n):
+                    values.append(float(next(si) if i in floats else next(ci)))
+                parts.append(values)
+            state.history = UserHistory(np.array(parts[0], dtype=np.float32), parts[1])
     except IndexError as e:
         raise ValueError(f"corrupt user state record (v2): {e}") from e
     if pos != len(data):
