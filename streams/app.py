@@ -174,15 +174,32 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     source_topics = set(settings.source_topics)
 
     @app.timer(interval=5.0)
-    async def watch_commits() -> None:
-        """Say so when Faust stops committing a partition (its acked offsets no longer continue the committed
-        one): the worker's acknowledge_through should make this impossible, so it is worth a warning."""
+    async def unstall_commits() -> None:
+        """Ack what was processed on partitions whose commits Faust stopped moving.
+
+        After a rebalance Faust may skip every record it re-delivers to a partition's new owner and never
+        fetch them again. Nothing is lost (the progress table shows they were processed), but with no batch
+        for that partition nothing acks them, and its committed offset stays behind until the next
+        failover re-delivers them once more. So: where the committed offset is below the recorded
+        progress and Faust's own acks do not continue it, ack through the progress.
+        """
+        recovery = app.tables.recovery
+        if not recovery.completed.is_set() or recovery.in_recovery:
+            return
         consumer = app.consumer
         for tp in consumer.assignment():
-            acked, committed = consumer._acked.get(tp), consumer._committed_offset.get(tp)
-            if tp.topic in source_topics and acked and committed is not None and min(acked) - committed > 1:
-                log.warning("commits of %s/%d are stalled at %d: the lowest acked offset is %d",
-                            tp.topic, tp.partition, committed, min(acked))
+            committed = consumer._committed_offset.get(tp)
+            if tp.topic not in source_topics or committed is None:
+                continue
+            acked = consumer._acked.get(tp)
+            if acked and min(acked) <= committed + 1:
+                continue  # Faust's own acks continue the committed offset
+            done, _delivered = decode_progress(progress.get(progress_key(tp.topic, tp.partition)))
+            if done is not None and done >= committed:
+                n = acknowledge_through(consumer, {(tp.topic, tp.partition): (committed, done)}, set(), acked_through)
+                if n:
+                    log.info("acked %d processed offsets of %s/%d that Faust re-delivered without delivering "
+                             "(commit was stuck at %d)", n, tp.topic, tp.partition, committed)
 
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
