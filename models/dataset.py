@@ -17,6 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from models.features import FeatureSpec, advance
+from models.history import INPUT_NAMES as HISTORY_INPUT_NAMES
+from models.history import N_INPUTS as N_HISTORY_INPUTS
 from models.state import UserState
 from models.windows import window_feature_names
 from schemas.events import EVENT_TYPE_INDEX, EVENT_TYPES, N_EVENT_TYPES, ClickEvent
@@ -32,6 +34,7 @@ def agg_feature_names(spec: FeatureSpec) -> list[str]:
         [f"n.{t}" for t in EVENT_TYPES]
         + ["n_events", "duration_s", "dt_s", "cart_value", "price", "n_distinct_items"]
         + ["win." + n for n in window_feature_names(spec.horizons)]
+        + list(HISTORY_INPUT_NAMES)
     )
 
 
@@ -179,6 +182,7 @@ def build_dataset(events: Iterable[ClickEvent], spec: FeatureSpec, *, progress: 
                     len(cur.items),
                 ]
                 + step.window_features.tolist()
+                + inp.roll[-N_HISTORY_INPUTS:].tolist()  # the lifetime inputs, as the GRU's head gets them
             )
         close(cur)
         bar.update(len(evs))

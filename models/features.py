@@ -11,7 +11,9 @@ Inputs per event:
 - roll (n_rolling,) float32: head-only inputs, so a hidden state depends on the session's own events and
   nothing else: log1p of the user's rolling-window features; log1p of the same windows without this
   session's own events ("history": what earlier sessions did, which the GRU cannot see); the event's
-  context (device one-hot).
+  context (device one-hot); the user's lifetime summary of finished sessions (models.history: how many,
+  how many bought / carted / reached checkout, event counts, devices, pace), which outlives the 7-day
+  windows and tells a first visit from a return.
 
 Featurization is stateless: no fitted statistics here. Mean/std normalization is fitted on the training
 set and lives inside the model as buffers (see models.gru), so it travels with the weights.
@@ -23,10 +25,14 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from models.history import INPUT_NAMES as HISTORY_INPUT_NAMES
+from models.history import N_INPUTS as N_HISTORY_INPUTS
+from models.history import history_inputs
 from models.ids import bucket
 from models.windows import DEFAULT_HORIZONS, N_VALUES, Horizon, window_feature_names
 from schemas.events import EVENT_TYPE_INDEX, N_EVENT_TYPES
@@ -38,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Bump FEATURE_CODE_VERSION whenever the meaning of any input changes: it is part of the spec hash,
 # so a model trained on the old featurization refuses to load against the new code.
-FEATURE_CODE_VERSION = "f1"  # (unreleased; kept at f1 while the layout settles)
+FEATURE_CODE_VERSION = "f2"  # f2: + lifetime history inputs (models.history) at the end of roll
 
 NUMERIC_NAMES: tuple[str, ...] = (
     "log_dt_s",        # log1p(seconds since the previous event in the session); 0 for the first
@@ -93,13 +99,15 @@ class FeatureSpec:
 
     @property
     def rolling_names(self) -> list[str]:
-        """Names of StepInput.roll: the transformed window features, then the context one-hot."""
+        """Names of StepInput.roll: the transformed window features, the context one-hot, the lifetime
+        history inputs."""
         names = window_feature_names(self.horizons)
-        return ["log1p." + n for n in names] + ["log1p.hist." + n for n in names] + list(CONTEXT_NAMES)
+        return (["log1p." + n for n in names] + ["log1p.hist." + n for n in names] + list(CONTEXT_NAMES)
+                + list(HISTORY_INPUT_NAMES))
 
     @property
     def n_rolling(self) -> int:
-        return len(self.rolling_names)
+        return _n_rolling(self.horizons)
 
     def to_dict(self) -> dict:
         return {
@@ -127,6 +135,11 @@ class FeatureSpec:
             {**self.to_dict(), "code_version": FEATURE_CODE_VERSION}, sort_keys=True, separators=(",", ":")
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=16)
+def _n_rolling(horizons: tuple) -> int:
+    return 2 * len(window_feature_names(horizons)) + len(CONTEXT_NAMES) + len(HISTORY_INPUT_NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +219,12 @@ def rolling_inputs(
     spec: FeatureSpec,
     device: str | None = None,
     session_values: np.ndarray | None = None,
+    history: np.ndarray | None = None,
 ) -> np.ndarray:
     """Head inputs (n_rolling,): log1p of raw RollingWindows.features() (heavy-tailed counts and sums);
     log1p of the windows minus `session_values` (this session's own share, see session_window_values;
-    None = no session events); then the one-hot device context of the event being scored."""
+    None = no session events); the one-hot device context of the event being scored; the lifetime
+    inputs from `history` (Step.history, the user's finished-session summary; None = no history)."""
     out = np.zeros(spec.n_rolling, dtype=np.float32)
     wf = np.maximum(np.asarray(window_features, dtype=np.float32), 0.0)
     n = len(wf)
@@ -217,7 +232,23 @@ def rolling_inputs(
     hist = wf if session_values is None else np.maximum(wf - session_values, 0.0)
     out[n:2 * n] = np.log1p(hist)
     out[2 * n + context_index(device)] = 1.0
+    k = 2 * n + len(CONTEXT_NAMES)
+    out[k:k + N_HISTORY_INPUTS] = _history_inputs_cached(history)
     return out
+
+
+_last_history: list = [None, history_inputs(None)]  # [the finished array, its inputs]
+
+
+def _history_inputs_cached(history: np.ndarray | None) -> np.ndarray:
+    """history_inputs, computed once per session: Step.history is the same read-only array for every
+    click of a session (models.history builds a new one when a session closes), and holding it here
+    keeps its identity from being reused."""
+    if history is not None and history.flags.writeable:
+        return history_inputs(history)  # a caller's own mutable array: no caching
+    if history is not _last_history[0]:
+        _last_history[:] = [history, history_inputs(history)]
+    return _last_history[1]
 
 
 def session_events_upto(step: "Step") -> "list[RecentEvent]":
@@ -232,7 +263,7 @@ def step_input(step: "Step", spec: FeatureSpec) -> StepInput:
     """Model inputs for the click that produced `step` (serving and training both call this)."""
     cat, num = event_inputs(step.recent_event, step.prev_ts_ms, step.position, spec)
     own = session_window_values(session_events_upto(step), step.event.ts, spec.horizons)
-    return StepInput(cat, num, rolling_inputs(step.window_features, spec, step.event.device, own))
+    return StepInput(cat, num, rolling_inputs(step.window_features, spec, step.event.device, own, step.history))
 
 
 def advance(

@@ -32,6 +32,7 @@ class GRUConfig:
     category_dim: int = 8
     head_hidden: int = 64
     dropout: float = 0.0  # on the embeddings during training only (eval/step paths are unaffected)
+    head_dropout: float = 0.0  # on the head's input [h, roll] during training only
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +62,7 @@ class IntentGRU(nn.Module):
         in_dim = c.type_dim + c.item_dim + c.category_dim + c.n_numeric
         self.gru = nn.GRU(in_dim, c.hidden_size, batch_first=True)
         self.head = nn.Sequential(
+            nn.Dropout(c.head_dropout),
             nn.Linear(c.hidden_size + c.n_rolling, c.head_hidden),
             nn.ReLU(),
             nn.Linear(c.head_hidden, 1),
@@ -111,14 +113,18 @@ class IntentGRU(nn.Module):
         num: torch.Tensor,
         roll: torch.Tensor,
         lengths: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """cat (B,T,3) int64, num (B,T,Fn), roll (B,T,Fr) -> logits (B,T); padded positions are 0."""
+        return_hidden: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """cat (B,T,3) int64, num (B,T,Fn), roll (B,T,Fr) -> logits (B,T); padded positions are 0.
+        With return_hidden, also the GRU outputs (B,T,H)."""
         x = self._gru_input(cat, num)                   # (B, T, in_dim)
         out, _ = self.gru(x)                            # (B, T, H), causal
         logits = self._head(out, roll)                  # (B, T)
         if lengths is not None:
             t = torch.arange(cat.shape[1], device=cat.device)
             logits = logits.masked_fill(t[None, :] >= lengths.to(cat.device)[:, None], 0.0)
+        if return_hidden:  # training's auxiliary heads read the hidden states (models.train)
+            return logits, out
         return logits
 
     def step(

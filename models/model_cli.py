@@ -124,7 +124,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     ds = build_dataset(src.events, spec)
     prep_s = time.perf_counter() - t0
     given = {"hidden_size": args.hidden, "item_dim": args.item_dim, "dropout": args.dropout,
-             "batch_size": args.batch_size, "lr": args.lr, "max_epochs": args.epochs, "patience": args.patience}
+             "batch_size": args.batch_size, "lr": args.lr, "max_epochs": args.epochs, "patience": args.patience,
+             "weight_decay": args.weight_decay, "head_dropout": args.head_dropout, "ema": args.ema,
+             "aux_weight": args.aux_weight}
     cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None}, seed=args.seed, threads=args.threads,
                       max_minutes=args.max_minutes)
     res = fit(ds, spec, cfg, p_optimal=src.p_optimal)
@@ -159,6 +161,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     tr, va, te = time_split(ds, training.get("val_frac", 0.15), training.get("test_frac", 0.15))
     if args.split == "all":
         tr, te = tr, np.arange(len(ds))
+    elif args.split == "users":
+        # Data the model never saw (another seed or period): every session is a test session, except those
+        # of a fixed 20% of users (stable hash), which only train the baselines, so no scorer is in-sample.
+        from models.ids import stable_hash
+
+        base = np.array([stable_hash(u) % 5 == 0 for u in ds.user_id])
+        tr, te = np.flatnonzero(base), np.flatnonzero(~base)
     test_ds = ds.subset(te)
     scores = {"gru": predict(art.model, test_ds)}
     thresholds = {"gru": art.threshold}
@@ -183,9 +192,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_report({args.name or src.description: result}, out,
                      title=f"intentstream evaluation: {art.version}")
     print(f"evaluated {art.version} on {len(test_ds)} test sessions ({test_ds.n_steps} prefixes) -> {out}")
+    _print_first_vs_returning(src.events, test_ds, scores, src.p_optimal)
     (out / "model.json").write_text(json.dumps({"model": art.version, "data": src.description,
                                                 "data_sha256": src.data_hash}, indent=2) + "\n")
     return 0
+
+
+def _print_first_vs_returning(events, test_ds, scores: dict, p_optimal: dict | None) -> None:
+    """ROC AUC on users' first sessions vs returning sessions (first = the user's first session in the data)."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    first_ts: dict[str, int] = {}
+    for ev in events:
+        if ev.ts < first_ts.get(ev.user_id, 1 << 62):
+            first_ts[ev.user_id] = ev.ts
+    first = np.repeat([first_ts[u] == s for u, s in zip(test_ds.user_id, test_ds.start_ms)], test_ds.lengths)
+    y = test_ds.step_labels()
+    all_scores = dict(scores)
+    if p_optimal:
+        all_scores["optimal"] = np.array([p_optimal.get(e, np.nan) for e in test_ds.flat_event_ids()])
+    for name, sel in (("first sessions", first), ("returning sessions", ~first)):
+        if 0 < y[sel].sum() < sel.sum():
+            aucs = "  ".join(f"{k} {roc_auc_score(y[sel], v[sel]):.4f}" for k, v in all_scores.items()
+                             if not np.isnan(v[sel]).any())
+            print(f"  ROC AUC, {name} ({int(sel.sum())} prefixes): {aucs}")
 
 
 # -- export -------------------------------------------------------------------------------------------
@@ -213,6 +244,10 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, help="Adam learning rate (3e-3)")
     p.add_argument("--epochs", type=int, help="maximum epochs; early stopping may end sooner (20)")
     p.add_argument("--patience", type=int, help="epochs without validation improvement before stopping (4)")
+    p.add_argument("--weight-decay", type=float, help="Adam L2 weight decay")
+    p.add_argument("--head-dropout", type=float, help="dropout on the head input while training")
+    p.add_argument("--ema", type=float, help="per-step EMA decay of the weights, 0 = off")
+    p.add_argument("--aux-weight", type=float, help="weight of the next-event auxiliary loss, 0 = off")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=None, help="training time budget")
     p.set_defaults(func=cmd_train)
@@ -221,8 +256,10 @@ def register(subparsers) -> None:
     p.add_argument("model", help="artifact directory")
     add_source_args(p)
     p.add_argument("--out", required=True, help="report directory")
-    p.add_argument("--split", choices=("test", "all"), default="test",
-                   help="evaluate on the time-based test split (default) or on every session")
+    p.add_argument("--split", choices=("test", "all", "users"), default="test",
+                   help="test: the time-based test split (default); all: every session (baselines then train on "
+                        "the time-based training split, in-sample); users: every session of 80%% of the users, "
+                        "the other 20%% train the baselines (for data the model never saw)")
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--name", help="dataset name in the report")
     p.set_defaults(func=cmd_evaluate)

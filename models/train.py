@@ -25,6 +25,9 @@ from models.evaluation import choose_threshold
 from models.evaluation import metrics as eval_metrics
 from models.features import FeatureSpec
 from models.gru import GRUConfig, IntentGRU
+from schemas.events import EVENT_TYPE_INDEX
+
+_PURCHASE_INDEX = EVENT_TYPE_INDEX["purchase"]
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,11 @@ class TrainConfig:
     hidden_size: int = 64
     item_dim: int = 8
     dropout: float = 0.2      # on the embeddings: item/category ids overfit first
+    head_dropout: float = 0.0  # on the head's input [h, roll]
     lr_decay: float = 0.85    # multiply the learning rate by this after every epoch
     batch_size: int = 512     # large batches: a CPU GRU step costs about the same for 256 or 512 rows
     lr: float = 3e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 1e-4  # Adam L2: the simulated test AUC gap fell 0.020 -> 0.016 with it
     max_epochs: int = 20
     patience: int = 4         # validation loss is noisy epoch to epoch
     seed: int = 0
@@ -45,6 +49,11 @@ class TrainConfig:
     val_frac: float = 0.15
     test_frac: float = 0.15
     max_minutes: float | None = None  # stop starting new epochs after this much training time
+    # Auxiliary next-event loss (training only, see _AuxHeads): weight of (next-type CE + next-gap MSE).
+    aux_weight: float = 0.0
+    # Exponential moving average of the weights (per step; 0 = off): validation, early stopping and the
+    # saved model use the averaged weights, which generalize better than the last noisy step's.
+    ema: float = 0.0
     progress: bool = True
 
 
@@ -124,6 +133,44 @@ def _masked_bce(logits, y, lengths) -> torch.Tensor:
     return (loss * mask).sum() / mask.sum()
 
 
+class _AuxHeads(nn.Module):
+    """Training-only heads on the GRU state: the next event's type (or "purchase"/"end" after the last
+    kept event) and the log gap before it.
+
+    Only ~6% of sessions buy, so the purchase label alone gives few positive examples; every click, though,
+    says something about the shopper's intent through what comes next. Predicting the next event makes the
+    hidden state carry that evidence (the posterior over intents that drives the purchase probability).
+    Not part of the served model: the artifact holds IntentGRU only.
+    """
+
+    def __init__(self, hidden: int, n_types: int):
+        super().__init__()
+        self.n_types = n_types
+        self.next_type = nn.Linear(hidden, n_types + 1)   # event types + "end"
+        self.next_gap = nn.Linear(hidden, 1)
+
+    def loss(self, out: torch.Tensor, cat: torch.Tensor, num: torch.Tensor, y: torch.Tensor,
+             lengths: torch.Tensor) -> torch.Tensor:
+        """out (B,T,H) GRU outputs, cat/num the (unnormalized) batch inputs, y (B,) labels."""
+        B, T = cat.shape[:2]
+        t = torch.arange(T)[None, :]
+        valid = t < lengths[:, None]
+        last = t == (lengths[:, None] - 1)
+        nxt = torch.zeros(B, T, dtype=torch.long)
+        nxt[:, :-1] = cat[:, 1:, 0]
+        # after the last kept event: a purchase (label 1, the session was cut there) or the end
+        end = torch.where(y > 0.5, torch.tensor(_PURCHASE_INDEX), torch.tensor(self.n_types))
+        nxt = torch.where(last, end[:, None].expand(B, T), nxt)
+        ce = nn.functional.cross_entropy(self.next_type(out).reshape(B * T, -1), nxt.reshape(-1),
+                                         reduction="none").reshape(B, T)
+        gap_mask = valid & ~last
+        gap = torch.zeros(B, T)
+        gap[:, :-1] = num[:, 1:, 0]  # log1p(seconds) before the next event (features.NUMERIC_NAMES[0])
+        se = (self.next_gap(out).squeeze(-1) - gap) ** 2
+        n = valid.sum().clamp_min(1)
+        return (ce * valid).sum() / n + (se * gap_mask).sum() / gap_mask.sum().clamp_min(1)
+
+
 def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Scale and bias minimizing validation log-loss of sigmoid(scale * logit + bias)."""
     z = torch.from_numpy(logits.astype(np.float64))
@@ -165,18 +212,24 @@ def fit(
     tr_rows = np.concatenate([np.arange(packed.offsets[i], packed.offsets[i] + packed.lengths[i]) for i in tr])
 
     model = IntentGRU(GRUConfig.from_spec(spec, hidden_size=config.hidden_size, item_dim=config.item_dim,
-                                          dropout=config.dropout))
+                                          dropout=config.dropout, head_dropout=config.head_dropout))
     num_tr, roll_tr = packed.num[tr_rows].astype(np.float64), packed.roll[tr_rows].astype(np.float64)
     model.set_normalization(num_tr.mean(0), num_tr.std(0), roll_tr.mean(0), roll_tr.std(0))
     # Start the output bias at the training base rate: faster and calmer first epoch.
     base = float(np.clip(np.repeat(packed.label[tr], packed.lengths[tr]).mean(), 1e-4, 1 - 1e-4))
     with torch.no_grad():
         model.head[-1].bias.fill_(math.log(base / (1 - base)))
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    aux = _AuxHeads(config.hidden_size, spec.n_types) if config.aux_weight > 0 else None
+    params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
+    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=config.lr_decay)
 
+    # The model that is validated and kept: an EMA copy of the trained weights, or the model itself.
+    ema_model = copy.deepcopy(model) if config.ema > 0 else model
+    ema_pairs = list(zip(ema_model.parameters(), model.parameters())) if config.ema > 0 else []
+
     def val_loss() -> tuple[float, float]:
-        logits = predict_logits(model, packed, va)
+        logits = predict_logits(ema_model, packed, va)
         y = np.repeat(packed.label[va], packed.lengths[va])
         z = torch.from_numpy(logits.astype(np.float64))
         loss = float(nn.functional.binary_cross_entropy_with_logits(z, torch.from_numpy(y.astype(np.float64))))
@@ -197,12 +250,21 @@ def fit(
                    mininterval=1.0, leave=False)
         for b in bar:
             cat, num, roll, lengths, y = _tensors(packed, b)
-            loss = _masked_bce(model(cat, num, roll), y, lengths)
+            if aux is None:
+                loss = main = _masked_bce(model(cat, num, roll), y, lengths)
+            else:
+                logits, out = model(cat, num, roll, return_hidden=True)
+                main = _masked_bce(logits, y, lengths)
+                loss = main + config.aux_weight * aux.loss(out, cat, num, y, lengths)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
-            total += loss.item() * len(b)
+            if ema_pairs:
+                with torch.no_grad():
+                    for pe, pm in ema_pairs:
+                        pe.lerp_(pm, 1.0 - config.ema)
+            total += main.item() * len(b)
             n += len(b)
         sched.step()
         vl, vauc = val_loss()
@@ -211,7 +273,7 @@ def fit(
         log.info("epoch %d: train loss %.4f, val loss %.4f, val AUC %.4f (%.0fs)", epoch + 1,
                  total / max(n, 1), vl, vauc, time.perf_counter() - t0)
         if vl < best[0] - 1e-5:
-            best, bad = (vl, copy.deepcopy(model.state_dict()), epoch + 1), 0
+            best, bad = (vl, copy.deepcopy(ema_model.state_dict()), epoch + 1), 0
         else:
             bad += 1
             if bad >= config.patience:

@@ -16,6 +16,7 @@ from models.features import (
     session_event_inputs,
     step_input,
 )
+from models.history import INPUT_NAMES as HISTORY_INPUT_NAMES
 from models.ids import bucket, stable_hash
 from models.state import UserState
 from models.windows import Horizon
@@ -39,7 +40,8 @@ def test_shapes_and_dtypes():
     assert inp.cat.dtype == np.int64 and inp.cat.shape == (3,)
     assert inp.num.dtype == np.float32 and inp.num.shape == (SPEC.n_numeric,)
     assert inp.roll.dtype == np.float32 and inp.roll.shape == (SPEC.n_rolling,)
-    assert SPEC.n_rolling == 2 * 30 + len(CONTEXT_NAMES)
+    assert SPEC.n_rolling == 2 * 30 + len(CONTEXT_NAMES) + len(HISTORY_INPUT_NAMES)
+    assert SPEC.rolling_names[-len(HISTORY_INPUT_NAMES):] == list(HISTORY_INPUT_NAMES)
 
 
 def test_event_values():
@@ -154,6 +156,32 @@ def test_spec_hash_changes_with_the_spec():
     base = FeatureSpec().spec_hash()
     assert FeatureSpec().spec_hash() == base
     assert FeatureSpec(n_item_buckets=1000).spec_hash() != base
-    assert FeatureSpec(version="f2").spec_hash() != base
+    assert FeatureSpec(version="f1").spec_hash() != base
     assert FeatureSpec(horizons=(Horizon("1h", 3_600_000, 600_000),)).spec_hash() != base
     assert FeatureSpec.from_dict(FeatureSpec().to_dict()).spec_hash() == base
+
+
+def test_lifetime_inputs_describe_finished_sessions_only():
+    """life.* come from the user's finished sessions: zero on a first visit, constant within a session,
+    and they still count a session that left the 7-day windows long ago."""
+    state = UserState.new("u1")
+    names = SPEC.rolling_names
+    _, a = advance(state, _ev(0, T0, "add_to_cart", price=5.0, device="app"), SPEC)
+    _, b = advance(state, _ev(1, T0 + 60_000, "begin_checkout", device="app"), SPEC)
+    _, c = advance(state, _ev(2, T0 + 90_000, "purchase", price=5.0, device="app"), SPEC)
+    for x in (a, b, c):  # first session: no history yet
+        assert not x.roll[-len(HISTORY_INPUT_NAMES):].any()
+    later = T0 + 30 * 86_400_000                                                    # 30 days later
+    _, d = advance(state, _ev(3, later, "page_view", device="mobile"), SPEC)
+    _, e = advance(state, _ev(4, later + 5_000, "search", device="mobile"), SPEC)
+    assert d.roll[names.index("log1p.hist.7d.purchase")] == 0.0                      # the windows forgot
+    for x in (d, e):
+        v = dict(zip(names, x.roll.tolist()))
+        assert v["life.returning"] == 1.0 and v["life.log1p.sessions"] == pytest.approx(math.log1p(1))
+        assert v["life.frac.purchase"] == 1.0 and v["life.frac.cart_no_purchase"] == 0.0
+        assert v["life.frac.checkout"] == 1.0 and v["life.frac.device.app"] == 1.0
+        assert v["life.log1p.events.add_to_cart"] == pytest.approx(math.log1p(1))
+        assert v["life.log1p.events_per_session"] == pytest.approx(math.log1p(3))
+        assert v["life.mean_log_gap"] == pytest.approx((math.log1p(60) + math.log1p(30)) / 2, rel=1e-6)
+        assert v["life.log1p.purchase_amount"] == pytest.approx(math.log1p(5.0), rel=1e-6)
+    assert np.array_equal(d.roll[-len(HISTORY_INPUT_NAMES):], e.roll[-len(HISTORY_INPUT_NAMES):])

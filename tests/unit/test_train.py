@@ -9,6 +9,7 @@ import torch
 
 from models.dataset import build_dataset, time_split
 from models.features import FeatureSpec
+from models.gru import IntentGRU
 from models.simulator import SimConfig, simulate
 from models.train import TrainConfig, fit, fit_platt, predict
 
@@ -94,3 +95,19 @@ def test_cli_train_evaluate_export(tmp_path):
     metrics = json.loads((rep / "metrics.json").read_text())
     assert "gru" in json.dumps(metrics) and "optimal" in json.dumps(metrics) and "gbm" in json.dumps(metrics)
     assert (rep / "report.md").exists()
+    # an unseen seed: every session of 80% of the users is tested, the other users train the baselines
+    rep2 = tmp_path / "report_users"
+    args = parser.parse_args(["evaluate", str(out), "--simulate", "200", "--sim-days", "5", "--seed", "4",
+                              "--out", str(rep2), "--split", "users"])
+    assert args.func(args) == 0
+    assert "gbm" in (rep2 / "metrics.json").read_text()
+
+
+def test_fit_with_aux_loss_and_ema(sim):
+    """The training-only options run and leave a plain IntentGRU (the aux heads are not part of it)."""
+    ds, _ = sim
+    cfg = TrainConfig(hidden_size=8, item_dim=0, max_epochs=2, aux_weight=0.3, ema=0.9, head_dropout=0.1,
+                      progress=False)
+    res = fit(ds, SPEC, cfg)
+    assert set(res.model.state_dict()) == set(IntentGRU(res.model.config).state_dict())
+    assert np.isfinite(res.meta["metrics"]["validation"]["log_loss"])
