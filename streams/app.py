@@ -85,8 +85,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     state: dict[str, Pipeline] = {}
     app.intentstream = state  # type: ignore[attr-defined]  # for the web views and tests
     cache = UserCache(settings.state_cache_users)  # decoded states of recently seen users (streams/user_cache.py)
+    users_lock = asyncio.Lock()  # the scoring agent's load→write of user states vs. the erasure agent
     # Metrics, /health /ready /metrics /dashboard, model hot swap, pseudonymization, erasure agent.
-    ops = install_ops(app, settings, users, state, event_context, on_erased=cache.forget)
+    ops = install_ops(app, settings, users, state, event_context, on_erased=cache.forget, users_lock=users_lock)
 
     @app.task
     async def load_model() -> None:
@@ -201,6 +202,17 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     log.info("acked %d processed offsets of %s/%d that Faust re-delivered without delivering "
                              "(commit was stuck at %d)", n, tp.topic, tp.partition, committed)
 
+    def write_states(result, records: list[Record], by_record: dict, delivered_through: dict[str, int]) -> None:
+        """The batch's user states and per-partition progress, each under an event of its own partition."""
+        for user_id, user_state in result.states.items():
+            with event_context(by_record[id(result.last_record[user_id])]):
+                users[user_id.encode()] = user_state.to_bytes()
+            cache.put(user_id, user_state)
+        last_of_partition = {(r.topic, r.partition): r for r in records}
+        for (topic, partition), rec in last_of_partition.items():
+            with event_context(by_record[id(rec)]):
+                progress[progress_key(topic, partition)] = encode_progress(rec.offset, delivered_through[f"{topic}/{partition}"])
+
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
         unconfirmed_intents: list[asyncio.Future] = []  # delivery of the previous batch's intents
@@ -243,30 +255,24 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     data = users.get(user_id.encode())
                 return UserState.from_bytes(data) if data is not None else None
 
-            # The state written below forgets intents up to `delivered_through` (streams/pipeline.py), which
-            # counts this worker's previous batch as delivered: make it so before that state is written.
-            # Usually already done: they went out while this batch was filling. It comes before the states
-            # are loaded so that nothing (an erasure) can run between loading and writing them.
-            for fut in unconfirmed_intents:
-                await fut
-            unconfirmed_intents.clear()
-            cache.check_generation(app.consumer_generation_id)
-            started = time.perf_counter()
-            try:
-                result = pipeline.process(records, load_state, delivered_through)
-            except BaseException:
-                cache.clear()  # cached states may be half-applied; the table still has the last good ones
-                raise
-            process_s = time.perf_counter() - started
-            for user_id, user_state in result.states.items():
-                with event_context(by_record[id(result.last_record[user_id])]):
-                    users[user_id.encode()] = user_state.to_bytes()
-                cache.put(user_id, user_state)
+            # From loading states to writing them back, an erasure must wait (it would be undone).
+            async with users_lock:
+                cache.check_generation(app.consumer_generation_id)
+                started = time.perf_counter()
+                try:
+                    result = pipeline.process(records, load_state, delivered_through)
+                except BaseException:
+                    cache.clear()  # cached states may be half-applied; the table still has the last good ones
+                    raise
+                process_s = time.perf_counter() - started
+                # The states written below forget intents up to `delivered_through` (streams/pipeline.py),
+                # which counts this worker's previous batch as delivered: make it so before they are written.
+                # Usually already done: those intents went out while this batch was being scored.
+                for fut in unconfirmed_intents:
+                    await fut
+                unconfirmed_intents.clear()
+                write_states(result, records, by_record, delivered_through)
             last_of_partition = {(r.topic, r.partition): r for r in records}
-            for (topic, partition), rec in last_of_partition.items():
-                with event_context(by_record[id(rec)]):
-                    progress[progress_key(topic, partition)] = encode_progress(
-                        rec.offset, delivered_through[f"{topic}/{partition}"])
             # The state writes above (changelog records) must be acknowledged before the intents go out:
             # otherwise a crash can publish an intent whose state is lost, and failover re-scores the click
             # instead of re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.

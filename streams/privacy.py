@@ -98,8 +98,9 @@ def loggable(user_id: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the worker side
-def install_erasure(app, settings, users, ops, event_context, on_erased=None) -> None:
+def install_erasure(app, settings, users, ops, event_context, on_erased=None, users_lock=None) -> None:
     """An agent on the erasure topic: deletes the user's state, which writes the changelog tombstone."""
+    import contextlib
     import logging
 
     log = logging.getLogger(__name__)
@@ -113,14 +114,15 @@ def install_erasure(app, settings, users, ops, event_context, on_erased=None) ->
             if key is not None:
                 # Under this event, so the table deletes in (and tombstones) the partition the user's
                 # clicks and state live in: the erasure record was sent to the same partition number.
-                with event_context(event):
-                    if users.get(key.encode()) is not None:
-                        del users[key.encode()]
-                        outcome = "erased"
-                    if on_erased is not None:
-                        on_erased(key)  # e.g. the worker's decoded-state cache
-                    else:
-                        outcome = "absent"
+                async with users_lock or contextlib.nullcontext():  # not while the scorer holds loaded states
+                    with event_context(event):
+                        if users.get(key.encode()) is not None:
+                            del users[key.encode()]
+                            outcome = "erased"
+                        else:
+                            outcome = "absent"
+                        if on_erased is not None:
+                            on_erased(key)  # e.g. the worker's decoded-state cache
             ops.metrics.erasures.labels(outcome).inc()
             log.info("erasure request for %s on partition %s: %s", loggable(key or "?"), event.message.partition,
                      outcome)

@@ -90,7 +90,7 @@ class Ops:
         self.metrics.set_lag(lag)
 
 
-def install_ops(app, settings: Settings, users, state: dict, event_context, on_erased=None) -> Ops:
+def install_ops(app, settings: Settings, users, state: dict, event_context, on_erased=None, users_lock=None) -> Ops:
     metrics = WorkerMetrics()
     ops = Ops(settings=settings, metrics=metrics, feed=LiveFeed(), control=ModelControl(settings, metrics),
               pseudonymize=pseudonymizer_from_key(settings.pseudonym_key), state=state, app=app)
@@ -104,7 +104,7 @@ def install_ops(app, settings: Settings, users, state: dict, event_context, on_e
 
         ensure_topics(settings.bootstrap, ops_topics)
     if settings.erasure_topic_name:
-        install_erasure(app, settings, users, ops, event_context, on_erased)
+        install_erasure(app, settings, users, ops, event_context, on_erased, users_lock)
 
     @app.timer(interval=2.0)
     async def sample_operations() -> None:
