@@ -130,23 +130,24 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 # making its last batch's state durable but before that batch's intents were. Read those
                 # clicks back; the pipeline finds them applied and re-emits their stored intents.
                 if done[tp] is not None and delivered[tp] < done[tp]:
-                    reread.append((tp, delivered[tp] + 1, done[tp] + 1, "re-emitted: the last batch of the previous owner"))
+                    reread.append((tp, delivered[tp] + 1, done[tp] + 1, "re-emitted: the last batch of the previous owner",
+                                   True))
             elif done[tp] is not None:
                 delivered[tp] = done[tp]  # this worker's previous batch: its intents were awaited
         # Partitions this app never processed: compare with the log start (once each; see streams/gaps.py).
         fresh = [tp for tp, d in done.items() if d is None and by_partition[tp][0].offset > 0]
         log_starts = await log_start_offsets(settings.bootstrap, fresh) if fresh else None
         gaps = find_gaps({tp: [r.offset for r in recs] for tp, recs in by_partition.items()}, done, log_starts)
-        reread += [(tp, start, end, "were committed or skipped but never processed") for tp, start, end in gaps]
+        reread += [(tp, start, end, "were committed or skipped but never processed", False) for tp, start, end in gaps]
         present = {(r.topic, r.partition, r.offset) for r in records}
-        for (topic, partition), start, end, why in reread:
+        for (topic, partition), start, end, why, reemit_only in reread:
             missing = await read_range(settings.bootstrap, topic, partition, start, end)
             log.warning("offsets %d..%d of %s/%d %s; re-read %d records", start, end - 1, topic, partition,
                         why, len(missing))
             anchor = by_record[id(by_partition[(topic, partition)][0])]  # same partition: same table partition
             for m in missing:
                 if (topic, partition, m.offset) not in present:
-                    rec = Record(m.key, m.value, topic, partition, m.offset, records[0].arrived_ms)
+                    rec = Record(m.key, m.value, topic, partition, m.offset, records[0].arrived_ms, reemit_only)
                     by_record[id(rec)] = anchor
                     records.append(rec)
                     present.add((topic, partition, m.offset))

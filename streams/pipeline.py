@@ -41,6 +41,9 @@ class Record:
     partition: int
     offset: int
     arrived_ms: float  # wall clock when the worker received it
+    # Read back only so its stored intent can be re-emitted (a new owner's takeover): never applied, so an
+    # erased user's clicks do not bring the state back.
+    reemit_only: bool = False
 
     @property
     def source(self) -> str:
@@ -108,6 +111,8 @@ class Pipeline:
             for rec, event in items:
                 if state.is_applied(rec.source, rec.offset):
                     self._reemit(state, rec, event, result)
+                elif rec.reemit_only:
+                    continue
                 elif (rec.source, rec.offset) in in_batch:  # delivered twice within this batch
                     repeats.append((rec, event))
                 else:

@@ -212,3 +212,24 @@ def test_intents_above_delivered_through_are_kept_until_delivered(tmp_path, even
         above = [it for it in state.recent_intents if it.offset > 349]
         assert len(state.recent_intents) == max(len(above), min(len(state.recent_intents), state.config.max_intents))
         assert all(it.offset > 349 for it in state.recent_intents[:-state.config.max_intents])
+
+
+def test_reemit_only_records_are_answered_from_the_state_and_never_applied(tmp_path, events):
+    """A new owner reads the previous owner's last batch back only to re-emit it: for a user erased since
+    (no state), those clicks must not bring the state back."""
+    import dataclasses
+
+    pipeline = Pipeline(make_scorer(tmp_path))
+    store = Store()
+    records = to_records(events[:60], partitions=1)
+    first = pipeline.process(records, store.load)
+    for uid, state in first.states.items():
+        store.data[uid] = state.to_bytes()
+    erased = records[-1].key.decode()
+    del store.data[erased]
+    tail = records[-40:]
+    assert len({r.key for r in tail}) > 1
+    again = pipeline.process([dataclasses.replace(r, reemit_only=True) for r in tail], store.load)
+    assert erased not in {u for u, _b in again.intents} and not again.states[erased].applied
+    kept = {orjson.loads(b)["event_id"] for u, b in first.intents if u != erased}
+    assert {orjson.loads(b)["event_id"] for _u, b in again.intents} <= kept and again.intents
