@@ -124,10 +124,13 @@ def acknowledge_through(consumer, processed: dict[tuple[str, int], tuple[int, in
         acked = consumer._acked_index[tp]
         start = batch_first if committed is None else committed
         seen_with, seen_through = checked_through.get((topic, partition), (None, -1))
-        # Faust can set the committed offset back (its seek to committed after a rebalance, possibly after
-        # this worker already processed a batch): then start over from it.
-        first = max(start, seen_through + 1) if seen_with == committed else start
-        checked_through[(topic, partition)] = (committed, max(last, seen_through if seen_with == committed else -1))
+        # Commits move forward as batches are acked, which keeps what was checked valid; but Faust can set
+        # the committed offset back (its seek after a rebalance, possibly after this worker processed a
+        # batch): then start over from it.
+        still_valid = seen_with is not None and committed is not None and committed >= seen_with
+        first = max(start, seen_through + 1) if still_valid else start
+        checked_through[(topic, partition)] = (committed if not still_valid else seen_with,
+                                               max(last, seen_through) if still_valid else last)
         for offset in range(first, last + 1):
             if offset not in acked and (topic, partition, offset) not in in_flight:
                 consumer.ack(Message(topic, partition, offset, 0.0, 0, None, None, None, None))
