@@ -22,7 +22,7 @@ from .gaps import (acknowledge_through, decode_progress, encode_progress, find_g
                    progress_key, read_range)
 from .pipeline import Pipeline, Record
 from .scorer import Scorer
-from .durable_table import durable_table
+from .durable_table import DurableTable
 from .settings import Settings, faust_security
 from .user_cache import UserCache
 from .web import install_ops
@@ -47,6 +47,15 @@ def event_context(event: faust.EventT) -> Iterator[None]:
         _current_event.reset(token)
 
 
+def partition_bounds(records: list[Record]) -> dict[tuple[str, int], tuple[Record, Record]]:
+    """(topic, partition) -> its first and last record in `records` (sorted by offset per partition)."""
+    bounds: dict[tuple[str, int], tuple[Record, Record]] = {}
+    for r in records:
+        tp = (r.topic, r.partition)
+        bounds[tp] = (bounds[tp][0], r) if tp in bounds else (r, r)
+    return bounds
+
+
 def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -69,6 +78,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         broker_max_poll_records=2000,
         broker_commit_every=2000,
         stream_buffer_maxsize=max(4096, 4 * settings.max_batch),
+        Table=DurableTable,  # changelog writes that can be awaited (streams/durable_table.py)
         **faust_security(settings.extra),
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -76,11 +86,11 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     intents = app.topic(settings.intents_topic, partitions=settings.partitions, **raw)
     dead_letters = app.topic(settings.dlq_topic, partitions=1, **raw)
     # One record per user: windows, session, GRU hidden state, last applied offset, recent intents.
-    users = durable_table(app, "users", partitions=settings.partitions, key_type=bytes, value_type=bytes,
-                          options={"driver": "rocksdict"})
+    users = app.Table("users", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+                      options={"driver": "rocksdict"})
     # Per source partition: the last offset this app processed (see streams/gaps.py).
-    progress = durable_table(app, "progress", partitions=settings.partitions, key_type=bytes, value_type=bytes,
-                             options={"driver": "rocksdict"})
+    progress = app.Table("progress", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+                         options={"driver": "rocksdict"})
 
     state: dict[str, Pipeline] = {}
     app.intentstream = state  # type: ignore[attr-defined]  # for the web views and tests
@@ -104,12 +114,13 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
 
     taken_over: set[tuple[str, int]] = set()  # partitions already checked since the last rebalance
-    acked_through: dict[tuple[str, int], int] = {}  # see gaps.acknowledge_through; reset on a rebalance
+    acked_through: dict = {}  # see gaps.acknowledge_through; reset on a rebalance
     generation_seen = [None]
 
-    async def prepare_batch(records: list[Record], by_record: dict) -> tuple[list[Record], dict[str, int]]:
+    async def prepare_batch(records: list[Record], by_record: dict) -> tuple[list[Record], dict, dict[str, int]]:
         """The batch in offset order per partition, with records read back from Kafka where needed
-        (streams/gaps.py); and per source, the offset through which intents are known delivered."""
+        (streams/gaps.py); its partition_bounds; and per source, the offset through which intents are
+        known delivered."""
         if generation_seen[0] != app.consumer_generation_id:
             generation_seen[0] = app.consumer_generation_id
             taken_over.clear()
@@ -153,10 +164,11 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     present.add((topic, partition, m.offset))
         if reread:
             records.sort(key=lambda r: (r.topic, r.partition, r.offset))
-        for tp, recs in by_partition.items():
-            if delivered[tp] is None:  # never processed before: nothing of it was delivered
-                delivered[tp] = min(r.offset for r in records if (r.topic, r.partition) == tp) - 1
-        return records, {f"{t}/{p}": d for (t, p), d in delivered.items()}
+        bounds = partition_bounds(records)
+        for tp, d in delivered.items():
+            if d is None:  # never processed before: nothing of it was delivered
+                delivered[tp] = bounds[tp][0].offset - 1
+        return records, bounds, {f"{t}/{p}": d for (t, p), d in delivered.items()}
 
     async def confirm_state_writes() -> None:
         """Wait for the broker to acknowledge the batch's changelog writes; exit if it never does.
@@ -203,16 +215,15 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     log.info("acked %d processed offsets of %s/%d that Faust re-delivered without delivering "
                              "(commit was stuck at %d)", n, tp.topic, tp.partition, committed)
 
-    def write_states(result, records: list[Record], by_record: dict, delivered_through: dict[str, int]) -> None:
+    def write_states(result, bounds: dict, by_record: dict, delivered_through: dict[str, int]) -> None:
         """The batch's user states and per-partition progress, each under an event of its own partition."""
         for user_id, user_state in result.states.items():
             with event_context(by_record[id(result.last_record[user_id])]):
                 users[user_id.encode()] = user_state.to_bytes()
             cache.put(user_id, user_state)
-        last_of_partition = {(r.topic, r.partition): r for r in records}
-        for (topic, partition), rec in last_of_partition.items():
-            with event_context(by_record[id(rec)]):
-                progress[progress_key(topic, partition)] = encode_progress(rec.offset, delivered_through[f"{topic}/{partition}"])
+        for (topic, partition), (_first, last) in bounds.items():
+            with event_context(by_record[id(last)]):
+                progress[progress_key(topic, partition)] = encode_progress(last.offset, delivered_through[f"{topic}/{partition}"])
 
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
@@ -246,7 +257,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                          len(dropped), sorted(set(dropped)))
             if not records:
                 continue
-            records, delivered_through = await prepare_batch(records, by_record)
+            records, bounds, delivered_through = await prepare_batch(records, by_record)
 
             def load_state(user_id: str, rec: Record) -> UserState | None:
                 cached = cache.get(user_id)
@@ -272,8 +283,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 for fut in unconfirmed_intents:
                     await fut
                 unconfirmed_intents.clear()
-                write_states(result, records, by_record, delivered_through)
-            last_of_partition = {(r.topic, r.partition): r for r in records}
+                write_states(result, bounds, by_record, delivered_through)
             # The state writes above (changelog records) must be acknowledged before the intents go out:
             # otherwise a crash can publish an intent whose state is lost, and failover re-scores the click
             # instead of re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.
@@ -287,11 +297,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 unconfirmed_intents.append(await send(topic, user_id.encode(), value, None, None, None))
             # Records Faust skipped (read back above, or skipped re-deliveries of processed ones) would
             # otherwise never be acked, and Faust would stop committing those partitions (streams/gaps.py).
-            first_of_partition = {}
-            for r in records:
-                first_of_partition.setdefault((r.topic, r.partition), r.offset)
             n_filled = acknowledge_through(
-                app.consumer, {tp: (first_of_partition[tp], r.offset) for tp, r in last_of_partition.items()},
+                app.consumer, {tp: (first.offset, last.offset) for tp, (first, last) in bounds.items()},
                 {(m.topic, m.partition, m.offset) for m in (ev.message for ev in events)}, acked_through)
             if n_filled:
                 log.info("acked %d offsets Faust skipped or that were read back", n_filled)

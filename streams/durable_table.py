@@ -30,7 +30,3 @@ class DurableTable(faust.Table):
         for fut in pending:  # in send order; most are done by now, and awaiting a done future is nearly free
             await fut
 
-
-def durable_table(app: faust.App, name: str, **kwargs) -> DurableTable:
-    """Like `app.Table(name, ...)`, with awaitable changelog writes."""
-    return app.tables.add(DurableTable(app, name=name, beacon=app.tables.beacon, **kwargs))
