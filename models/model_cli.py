@@ -122,15 +122,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     log.info("%s: %d events", src.description, len(src.events))
     spec = FeatureSpec()
     ds = build_dataset(src.events, spec)
+    n_events, src.events = len(src.events), []  # the clicks are in `ds` now; free them before training
     prep_s = time.perf_counter() - t0
     given = {"hidden_size": args.hidden, "item_dim": args.item_dim, "dropout": args.dropout,
              "batch_size": args.batch_size, "lr": args.lr, "max_epochs": args.epochs, "patience": args.patience,
              "weight_decay": args.weight_decay, "head_dropout": args.head_dropout, "ema": args.ema,
-             "aux_weight": args.aux_weight}
+             "aux_weight": args.aux_weight, "val_frac": args.val_frac, "test_frac": args.test_frac}
     cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None}, seed=args.seed, threads=args.threads,
                       max_minutes=args.max_minutes)
     res = fit(ds, spec, cfg, p_optimal=src.p_optimal)
-    meta = {**res.meta, "data": {"source": src.description, "sha256": src.data_hash, "n_events": len(src.events),
+    meta = {**res.meta, "data": {"source": src.description, "sha256": src.data_hash, "n_events": n_events,
                                  "bad_rows": src.bad_rows, "n_sessions": len(ds), "n_prefixes": ds.n_steps,
                                  "prepare_seconds": round(prep_s, 1)}}
     version = artifacts.save(res.model, meta, args.out, spec=spec)
@@ -248,6 +249,10 @@ def register(subparsers) -> None:
     p.add_argument("--head-dropout", type=float, help="dropout on the head input while training")
     p.add_argument("--ema", type=float, help="per-step EMA decay of the weights, 0 = off")
     p.add_argument("--aux-weight", type=float, help="weight of the next-event auxiliary loss, 0 = off")
+    p.add_argument("--val-frac", type=float, help="share of sessions, just before the test split, for validation (0.15)")
+    p.add_argument("--test-frac", type=float,
+                   help="newest share of sessions held out as the test split (0.15); smaller when the model is "
+                        "judged on other data, e.g. an unseen simulator seed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=None, help="training time budget")
     p.set_defaults(func=cmd_train)

@@ -157,7 +157,7 @@ class _AuxHeads(nn.Module):
         self.next_gap = nn.Linear(hidden, 1)
 
     def loss(self, out: torch.Tensor, cat: torch.Tensor, num: torch.Tensor, y: torch.Tensor,
-             lengths: torch.Tensor) -> torch.Tensor:
+             lengths: torch.Tensor, prefixes_per_batch: float) -> torch.Tensor:
         """out (B,T,H) GRU outputs, cat/num the (unnormalized) batch inputs, y (B,) labels."""
         B, T = cat.shape[:2]
         t = torch.arange(T)[None, :]
@@ -174,8 +174,7 @@ class _AuxHeads(nn.Module):
         gap = torch.zeros(B, T)
         gap[:, :-1] = num[:, 1:, 0]  # log1p(seconds) before the next event (features.NUMERIC_NAMES[0])
         se = (self.next_gap(out).squeeze(-1) - gap) ** 2
-        n = valid.sum().clamp_min(1)
-        return (ce * valid).sum() / n + (se * gap_mask).sum() / gap_mask.sum().clamp_min(1)
+        return ((ce * valid).sum() + (se * gap_mask).sum()) / prefixes_per_batch  # per prefix, like _masked_bce
 
 
 def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -263,7 +262,7 @@ def fit(
             else:
                 logits, out = model(cat, num, roll, return_hidden=True)
                 main = _masked_bce(logits, y, lengths, prefixes_per_batch)
-                loss = main + config.aux_weight * aux.loss(out, cat, num, y, lengths)
+                loss = main + config.aux_weight * aux.loss(out, cat, num, y, lengths, prefixes_per_batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(params, 5.0)
