@@ -10,6 +10,7 @@ each user's first session and returning sessions.
 
     .venv/bin/python bench/bench_train.py                    # defaults below (~10 min on 2 idle cores, ~4 GB)
     .venv/bin/python bench/bench_train.py --users 4000 --test-users 4000   # quick look
+    .venv/bin/python bench/bench_train.py --model models/default           # score the shipped model only
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def main() -> None:
     ap.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY)
     ap.add_argument("--epochs", type=int, default=None, help="max epochs (TrainConfig default)")
     ap.add_argument("--out", default=None, help="also save the trained artifact here")
+    ap.add_argument("--model", default=None, help="skip training: score this artifact on the test population")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -67,27 +69,37 @@ def main() -> None:
     spec = FeatureSpec()
     load0 = os.getloadavg()[0]
 
-    # -- train: what `intentstream train --simulate USERS --item-dim .. --weight-decay ..` does
-    c = _clock()
-    src = load_source(argparse.Namespace(simulate=args.users, sim_days=args.days, seed=args.seed, events=None,
-                                         fmt=None, path=None))
-    ds = build_dataset(src.events, spec)
-    prep = _since(c)
-    del src
-    extra = {} if args.epochs is None else {"max_epochs": args.epochs}
-    cfg = TrainConfig(item_dim=args.item_dim, weight_decay=args.weight_decay, seed=args.seed,
-                      threads=args.threads, progress=False, **extra)
-    c = _clock()
-    res = fit(ds, spec, cfg)
-    train = _since(c)
-    tr, va, te = res.split
-    training = res.meta["training"]
-    if args.out:
+    if args.model:  # an existing artifact (e.g. models/default) on the same unseen test population
         from models import artifacts
 
-        artifacts.save(res.model, {**res.meta, "data": {"source": f"bench_train: {args.users} users, seed "
-                                                                  f"{args.seed}"}}, args.out, spec=spec)
-    del ds
+        art = artifacts.load(args.model)
+        res = argparse.Namespace(model=art.model, meta=art.meta)
+        prep = train = (0.0, 0.0)  # not timed here; the rows show the artifact's own split
+        n = art.meta["training"]["n_sessions"]
+        tr, va, te = range(n["train"]), range(n["validation"]), range(n["test"])
+    else:
+        # -- train: what `intentstream train --simulate USERS --item-dim .. --weight-decay ..` does
+        c = _clock()
+        src = load_source(argparse.Namespace(simulate=args.users, sim_days=args.days, seed=args.seed, events=None,
+                                             fmt=None, path=None))
+        ds = build_dataset(src.events, spec)
+        prep = _since(c)
+        del src
+        extra = {} if args.epochs is None else {"max_epochs": args.epochs}
+        cfg = TrainConfig(item_dim=args.item_dim, weight_decay=args.weight_decay, seed=args.seed,
+                          threads=args.threads, progress=False, **extra)
+        c = _clock()
+        res = fit(ds, spec, cfg)
+        train = _since(c)
+        tr, va, te = res.split
+        if args.out:
+            from models import artifacts
+
+            artifacts.save(res.model, {**res.meta, "data": {"source": f"bench_train: {args.users} users, seed "
+                                                                      f"{args.seed}"}}, args.out, spec=spec)
+        del ds
+
+    training = res.meta["training"]
 
     # -- test: an unseen seed, every session
     c = _clock()
