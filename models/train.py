@@ -127,8 +127,9 @@ def predict(model: IntentGRU, ds: SessionDataset, idx: np.ndarray | None = None)
 
 def _column_stats(a: np.ndarray, rows: np.ndarray, chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of a[rows] per column, in float64, a chunk of rows at a time: a float64 copy of all
-    training rows' head inputs would take 5 GB at 200k simulated users."""
-    total = np.zeros(a.shape[1]); squares = np.zeros(a.shape[1])
+    training rows' inputs would take 5 GB at 200k simulated users."""
+    total = np.zeros(a.shape[1])
+    squares = np.zeros(a.shape[1])
     for i in range(0, len(rows), chunk):
         x = a[rows[i:i + chunk]].astype(np.float64)
         total += x.sum(0)
