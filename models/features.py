@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from models.history import DEVICE_SLOTS, device_index
 from models.history import INPUT_NAMES as HISTORY_INPUT_NAMES
 from models.history import N_INPUTS as N_HISTORY_INPUTS
 from models.history import history_inputs
@@ -62,10 +63,9 @@ NUMERIC_NAMES: tuple[str, ...] = (
 _ADD_TO_CART = EVENT_TYPE_INDEX["add_to_cart"]
 _PURCHASE = EVENT_TYPE_INDEX["purchase"]
 
-# Head-only context of the current event (device is per-session in practice; absent -> "none").
-DEVICES: tuple[str, ...] = ("desktop", "mobile", "tablet", "app")
-CONTEXT_NAMES: tuple[str, ...] = ("device.none",) + tuple(f"device.{d}" for d in DEVICES) + ("device.other",)
-_DEVICE_INDEX = {d: i + 1 for i, d in enumerate(DEVICES)}
+# Head-only context of the current event: a device one-hot (per-session in practice; absent -> "none"),
+# in models.history's device slots, so the lifetime device fractions and this one-hot line up.
+CONTEXT_NAMES: tuple[str, ...] = tuple(f"device.{d}" for d in DEVICE_SLOTS)
 
 _DAY_MS = 86_400_000
 _WEEK_MS = 7 * _DAY_MS
@@ -188,12 +188,6 @@ def event_inputs(
     return cat, num
 
 
-def context_index(device: str | None) -> int:
-    if not device:
-        return 0
-    return _DEVICE_INDEX.get(device.lower(), len(CONTEXT_NAMES) - 1)
-
-
 def session_window_values(events: "Sequence[RecentEvent]", now_ms: int, horizons: tuple) -> np.ndarray:
     """What `events` (this session's clicks) contribute to RollingWindows.features(now_ms), same layout
     and same bucket rule (b(now) - n < b(ts) <= b(now)); money from the stored float32 prices."""
@@ -231,7 +225,7 @@ def rolling_inputs(
     out[:n] = np.log1p(wf)
     hist = wf if session_values is None else np.maximum(wf - session_values, 0.0)
     out[n:2 * n] = np.log1p(hist)
-    out[2 * n + context_index(device)] = 1.0
+    out[2 * n + device_index(device)] = 1.0
     k = 2 * n + len(CONTEXT_NAMES)
     out[k:k + N_HISTORY_INPUTS] = _history_inputs_cached(history)
     return out

@@ -25,7 +25,7 @@ import numpy as np
 
 from schemas.events import EVENT_TYPE_INDEX, EVENT_TYPES, N_EVENT_TYPES
 
-# Device slots: same order as features.CONTEXT_NAMES (none, desktop, mobile, tablet, app, other).
+# Device slots (none, desktop, mobile, tablet, app, other); features.CONTEXT_NAMES is built from them.
 DEVICES: tuple[str, ...] = ("desktop", "mobile", "tablet", "app")
 DEVICE_SLOTS: tuple[str, ...] = ("none",) + DEVICES + ("other",)
 _DEVICE_INDEX = {d: i + 1 for i, d in enumerate(DEVICES)}

@@ -240,11 +240,11 @@ def fit(
     aux = _AuxHeads(config.hidden_size, spec.n_types) if config.aux_weight > 0 else None
     params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    prefixes_per_batch = config.batch_size * float(packed.lengths[tr].mean())  # every prefix weighs the same
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=config.lr_decay)
 
     # The model that is validated and kept: an EMA copy of the trained weights, or the model itself.
     ema_model = copy.deepcopy(model) if config.ema > 0 else model
-    prefixes_per_batch = config.batch_size * float(packed.lengths[tr].mean())  # every prefix weighs the same
     ema_pairs = list(zip(ema_model.parameters(), model.parameters())) if config.ema > 0 else []
 
     def val_loss() -> tuple[float, float]:

@@ -127,10 +127,12 @@ def acknowledge_through(consumer, processed: dict[tuple[str, int], tuple[int, in
         # Commits move forward as batches are acked, which keeps what was checked valid; but Faust can set
         # the committed offset back (its seek after a rebalance, possibly after this worker processed a
         # batch): then start over from it.
-        still_valid = seen_with is not None and committed is not None and committed >= seen_with
-        first = max(start, seen_through + 1) if still_valid else start
-        checked_through[(topic, partition)] = (committed if not still_valid else seen_with,
-                                               max(last, seen_through) if still_valid else last)
+        if seen_with is not None and committed is not None and committed >= seen_with:
+            first = max(start, seen_through + 1)
+            checked_through[(topic, partition)] = (seen_with, max(last, seen_through))
+        else:
+            first = start
+            checked_through[(topic, partition)] = (committed, last)
         for offset in range(first, last + 1):
             if offset not in acked and (topic, partition, offset) not in in_flight:
                 consumer.ack(Message(topic, partition, offset, 0.0, 0, None, None, None, None))
