@@ -129,11 +129,19 @@ def running_pid(cfg: BrokerConfig) -> int | None:
     return pid if _pid_alive(pid) else None
 
 
+def new_cluster_id() -> str:
+    """16 random bytes in unpadded url-safe base64, like Kafka's Uuid.randomUuid: never starting with '-',
+    which the storage tool's command line would read as an option (1 start in 64 failed that way)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(cfg: BrokerConfig, props: Path) -> None:
     if (cfg.data_dir / "logs" / "meta.properties").exists():
         return
-    # Kafka cluster ids are 16 random bytes in unpadded url-safe base64.
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     subprocess.run(
         [_java(), "-cp", str(LIB_DIR / "*"), f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
          f"-Dkafka.logs.dir={cfg.data_dir}", "kafka.tools.StorageTool", "format",
