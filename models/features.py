@@ -26,7 +26,7 @@ import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
 
@@ -149,17 +149,26 @@ class StepInput:
     roll: np.ndarray  # float32 (n_rolling,)
 
 
-def event_inputs(
+class StepValues(NamedTuple):
+    """One click's inputs as plain numbers, taken right after `UserState.apply` (see step_values);
+    `stack_inputs` turns many of them into model arrays at once (numpy per batch, not per click)."""
+
+    cat: tuple[int, int, int]
+    num: tuple[float, ...]          # NUMERIC_NAMES
+    window_features: np.ndarray     # Step.window_features
+    session_values: list[float]     # this session's own share of them (session_window_values)
+    device: int                     # device_index of the click
+    history: np.ndarray | None      # Step.history
+
+
+def event_values(
     recent: "RecentEvent", prev_ts_ms: int | None, position: int, spec: FeatureSpec
-) -> tuple[np.ndarray, np.ndarray]:
-    """GRU inputs of one event from its compact copy; also used to rebuild hidden states."""
-    cat = np.array(
-        (
-            recent.type_index,
-            bucket(recent.item_hash, spec.n_item_buckets),
-            bucket(recent.category_hash, spec.n_category_buckets),
-        ),
-        dtype=np.int64,
+) -> tuple[tuple[int, int, int], tuple[float, ...]]:
+    """GRU inputs of one event from its compact copy, as numbers: (cat, num) before the arrays."""
+    cat = (
+        recent.type_index,
+        bucket(recent.item_hash, spec.n_item_buckets),
+        bucket(recent.category_hash, spec.n_category_buckets),
     )
     ts = recent.ts_ms
     if prev_ts_ms is None:
@@ -170,64 +179,78 @@ def event_inputs(
     qty = recent.quantity if recent.quantity and recent.quantity > 0 else 1
     hour = _TWO_PI * (ts % _DAY_MS) / _DAY_MS
     dow = _TWO_PI * (ts % _WEEK_MS) / _WEEK_MS
-    num = np.array(
-        (
-            log_dt,
-            is_first,
-            math.log1p(price),
-            1.0 if price > 0 else 0.0,
-            math.log1p(position),
-            math.log1p(qty),
-            math.sin(hour),
-            math.cos(hour),
-            math.sin(dow),
-            math.cos(dow),
-        ),
-        dtype=np.float32,
+    num = (
+        log_dt,
+        is_first,
+        math.log1p(price),
+        1.0 if price > 0 else 0.0,
+        math.log1p(position),
+        math.log1p(qty),
+        math.sin(hour),
+        math.cos(hour),
+        math.sin(dow),
+        math.cos(dow),
     )
     return cat, num
 
 
-def session_window_values(events: "Sequence[RecentEvent]", now_ms: int, horizons: tuple) -> np.ndarray:
+def event_inputs(
+    recent: "RecentEvent", prev_ts_ms: int | None, position: int, spec: FeatureSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """GRU inputs of one event from its compact copy; also used to rebuild hidden states."""
+    cat, num = event_values(recent, prev_ts_ms, position, spec)
+    return np.array(cat, dtype=np.int64), np.array(num, dtype=np.float32)
+
+
+def session_window_values(events: "Sequence[RecentEvent]", now_ms: int, horizons: tuple) -> list[float]:
     """What `events` (this session's clicks) contribute to RollingWindows.features(now_ms), same layout
     and same bucket rule (b(now) - n < b(ts) <= b(now)); money from the stored float32 prices."""
     out = [0.0] * (len(horizons) * N_VALUES)
     for hi, h in enumerate(horizons):
-        bn = now_ms // h.bucket_ms
-        lo = bn - h.length_ms // h.bucket_ms
+        size = h.bucket_ms
+        bn = now_ms // size
+        # b(now) - n < ts // size <= b(now), as bounds on ts (no division per event)
+        first_ms, end_ms = (bn - h.length_ms // size + 1) * size, (bn + 1) * size
         base = hi * N_VALUES
         for r in events:
-            b = r.ts_ms // h.bucket_ms
-            if lo < b <= bn:
+            if first_ms <= r.ts_ms < end_ms:
                 t = r.type_index
                 out[base + t] += 1.0
                 if t == _ADD_TO_CART:
                     out[base + N_EVENT_TYPES] += r.price * r.quantity
                 elif t == _PURCHASE:
                     out[base + N_EVENT_TYPES + 1] += r.price * r.quantity
-    return np.array(out, dtype=np.float32)
+    return out
 
 
 def rolling_inputs(
     window_features: np.ndarray,
     spec: FeatureSpec,
     device: str | None = None,
-    session_values: np.ndarray | None = None,
+    session_values: "np.ndarray | Sequence[float] | None" = None,
     history: np.ndarray | None = None,
 ) -> np.ndarray:
     """Head inputs (n_rolling,): log1p of raw RollingWindows.features() (heavy-tailed counts and sums);
     log1p of the windows minus `session_values` (this session's own share, see session_window_values;
     None = no session events); the one-hot device context of the event being scored; the lifetime
     inputs from `history` (Step.history, the user's finished-session summary; None = no history)."""
-    out = np.zeros(spec.n_rolling, dtype=np.float32)
-    wf = np.maximum(np.asarray(window_features, dtype=np.float32), 0.0)
-    n = len(wf)
-    out[:n] = np.log1p(wf)
-    hist = wf if session_values is None else np.maximum(wf - session_values, 0.0)
-    out[n:2 * n] = np.log1p(hist)
-    out[2 * n + device_index(device)] = 1.0
+    wf = np.asarray(window_features, dtype=np.float32)[None]
+    own = None if session_values is None else np.asarray(session_values, dtype=np.float32)[None]
+    return _rolling_rows(wf, own, [device_index(device)], [history], spec)[0]
+
+
+def _rolling_rows(wf: np.ndarray, own: np.ndarray | None, devices: Sequence[int],
+                  histories: Sequence[np.ndarray | None], spec: FeatureSpec) -> np.ndarray:
+    """rolling_inputs of N clicks at once: wf and own (N, n) float32, devices their device slots."""
+    n_rows, n = wf.shape
+    out = np.zeros((n_rows, spec.n_rolling), dtype=np.float32)
+    wf = np.maximum(wf, 0.0)
+    out[:, :n] = np.log1p(wf)
+    hist = wf if own is None else np.maximum(wf - own, 0.0)
+    out[:, n:2 * n] = np.log1p(hist)
+    out[np.arange(n_rows), 2 * n + np.asarray(devices, dtype=np.intp)] = 1.0
     k = 2 * n + len(CONTEXT_NAMES)
-    out[k:k + N_HISTORY_INPUTS] = _history_inputs_cached(history)
+    out[:, k:k + N_HISTORY_INPUTS] = [_history_inputs_cached(h) for h in histories]
     return out
 
 
@@ -253,11 +276,30 @@ def session_events_upto(step: "Step") -> "list[RecentEvent]":
     return sess.recent[: max(0, step.position - first_pos + 1)]
 
 
+def step_values(step: "Step", spec: FeatureSpec) -> StepValues:
+    """The click's inputs as numbers. Take them before the session moves on by more than RECENT_K
+    clicks (its own events must still be in Session.recent); `stack_inputs` makes the arrays."""
+    cat, num = event_values(step.recent_event, step.prev_ts_ms, step.position, spec)
+    own = session_window_values(session_events_upto(step), step.event.ts, spec.horizons)
+    return StepValues(cat, num, step.window_features, own, device_index(step.event.device), step.history)
+
+
+def stack_inputs(values: Sequence[StepValues], spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Model inputs of N clicks: cat (N,3) int64, num (N,Fn) float32, roll (N,Fr) float32; row i is
+    exactly step_input of values[i] (the numpy work is done once for all rows)."""
+    n_rows, n_windows = len(values), len(spec.horizons) * N_VALUES
+    cat = np.array([v.cat for v in values], dtype=np.int64).reshape(n_rows, 3)
+    num = np.array([v.num for v in values], dtype=np.float32).reshape(n_rows, spec.n_numeric)
+    wf = np.array([v.window_features for v in values], dtype=np.float32).reshape(n_rows, n_windows)
+    own = np.array([v.session_values for v in values], dtype=np.float32).reshape(n_rows, n_windows)
+    roll = _rolling_rows(wf, own, [v.device for v in values], [v.history for v in values], spec)
+    return cat, num, roll
+
+
 def step_input(step: "Step", spec: FeatureSpec) -> StepInput:
     """Model inputs for the click that produced `step` (serving and training both call this)."""
-    cat, num = event_inputs(step.recent_event, step.prev_ts_ms, step.position, spec)
-    own = session_window_values(session_events_upto(step), step.event.ts, spec.horizons)
-    return StepInput(cat, num, rolling_inputs(step.window_features, spec, step.event.device, own, step.history))
+    cat, num, roll = stack_inputs([step_values(step, spec)], spec)
+    return StepInput(cat[0], num[0], roll[0])
 
 
 def advance(
@@ -283,10 +325,9 @@ def session_event_inputs(
     cats, nums = [], []
     prev = first_prev_ts_ms
     for i, r in enumerate(recent):
-        c, n = event_inputs(r, prev, first_position + i, spec)
+        c, n = event_values(r, prev, first_position + i, spec)
         cats.append(c)
         nums.append(n)
         prev = r.ts_ms  # Step.prev_ts_ms is the previous event's own ts (see models.session.sessionize)
-    if not cats:
-        return np.zeros((0, 3), np.int64), np.zeros((0, spec.n_numeric), np.float32)
-    return np.stack(cats), np.stack(nums)
+    return (np.array(cats, dtype=np.int64).reshape(len(cats), 3),
+            np.array(nums, dtype=np.float32).reshape(len(nums), spec.n_numeric))
