@@ -15,6 +15,7 @@ import numpy as np
 
 from models.ids import stable_hash
 from schemas.events import EVENT_TYPE_INDEX, ClickEvent
+from schemas.frozen import fast_constructor
 
 SESSION_GAP_MS = 30 * 60 * 1000
 RECENT_K = 32
@@ -45,7 +46,7 @@ class RecentEvent:
 
     @classmethod
     def from_click(cls, event: ClickEvent) -> "RecentEvent":
-        return cls(
+        return new_recent_event(
             event.ts,
             EVENT_TYPE_INDEX[event.type],
             _hash(event.item_id),
@@ -53,6 +54,10 @@ class RecentEvent:
             to_float32(event.price) if event.price else 0.0,
             1 if event.quantity is None else event.quantity,
         )
+
+
+# RecentEvent(...), cheaper: one per click, and one per stored event each time a state record loads
+new_recent_event = fast_constructor(RecentEvent, 0, 0, 0, 0, 0.0, 1)
 
 
 @dataclass(eq=False)

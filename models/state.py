@@ -25,6 +25,7 @@ from models.session import (
     RecentEvent,
     Session,
     cart_delta,
+    new_recent_event,
     sessionize,
 )
 from models.windows import (
@@ -39,6 +40,7 @@ from models.windows import (
     put_uvarint,
 )
 from schemas.events import ClickEvent
+from schemas.frozen import fast_constructor
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,11 @@ class Step:
     history: np.ndarray | None = None
 
 
+# Cheaper constructors (schemas.frozen) for the records built once per click and per loaded intent
+new_recent_intent = fast_constructor(RecentIntent, "t/0", 0, 0.5, 0, 0.0, 1, 0.0, (), "m")
+_new_step = fast_constructor(Step, None, None, False, 0, None, None, None)
+
+
 @dataclass
 class UserState:
     user_id: str
@@ -143,8 +150,8 @@ class UserState:
         self.history.add(ti, event.ts, prev_ts, event.device, added, bought)
         if source is not None:
             self.applied[source] = offset
-        return Step(event, session, new, session.n_events - 1, prev_ts, recent, self.windows.features(event.ts),
-                    self.history.finished)
+        return _new_step(event, session, new, session.n_events - 1, prev_ts, recent,
+                         self.windows.features(event.ts), self.history.finished)
 
     def remember_intent(self, intent: RecentIntent) -> None:
         self.recent_intents.append(intent)
@@ -351,7 +358,7 @@ def _decode_v1_body(data: memoryview, pos: int, config: StateConfig) -> tuple[Us
                 ts = start
                 for d, ti, item, cat, price, qty in zip(deltas, types, items, cats, prices, qtys):
                     ts += d
-                    recent.append(RecentEvent(ts, ti, item, cat, price, qty))
+                    recent.append(new_recent_event(ts, ti, item, cat, price, qty))
             session = Session(session_id or f"{user_id}:{start}", start, start + last, n_events, cart,
                               hidden, hidden_version, recent)
 
@@ -368,8 +375,8 @@ def _decode_v1_body(data: memoryview, pos: int, config: StateConfig) -> tuple[Us
             model, pos = get_uvarint(data, pos)
             k, pos = get_uvarint(data, pos)
             counts, pos = get_array(data, pos, k)
-            intents.append(RecentIntent(strings[src], offset, p, scored_at, latency, session_events,
-                                        cart_value, tuple(counts), strings[model]))
+            intents.append(new_recent_intent(strings[src], offset, p, scored_at, latency, session_events,
+                                             cart_value, tuple(counts), strings[model]))
     except (IndexError, struct.error, UnicodeDecodeError) as e:
         raise ValueError(f"corrupt user state record: {e}") from e
     return UserState(user_id, windows, session, applied, intents, config=config), pos

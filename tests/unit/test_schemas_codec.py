@@ -350,7 +350,7 @@ def test_intent_level_custom_thresholds():
 
 
 def test_decoded_click_is_a_plain_frozen_click_event():
-    # decode_click builds events through a faster path (schemas.codec._fast_click_factory); it must be
+    # decode_click builds events through a faster path (schemas.frozen.fast_constructor); it must be
     # indistinguishable from the dataclass constructor.
     assert codec._new_click is not ClickEvent, "fast constructor fell back; check the ClickEvent layout"
     ev = decode_click(_msg(price=2.5, device="app"))
