@@ -205,22 +205,38 @@ def event_inputs(
 def session_window_values(events: "Sequence[RecentEvent]", now_ms: int, horizons: tuple) -> list[float]:
     """What `events` (this session's clicks) contribute to RollingWindows.features(now_ms), same layout
     and same bucket rule (b(now) - n < b(ts) <= b(now)); money from the stored float32 prices."""
-    out = [0.0] * (len(horizons) * N_VALUES)
-    for hi, h in enumerate(horizons):
+    if not events:
+        return [0.0] * (len(horizons) * N_VALUES)
+    times = [r.ts_ms for r in events]
+    oldest, newest = min(times), max(times)
+    out: list[float] = []
+    every = None  # the values of all the events, for each horizon that holds them all (the common case)
+    for h in horizons:
         size = h.bucket_ms
         bn = now_ms // size
-        # b(now) - n < ts // size <= b(now), as bounds on ts (no division per event)
+        # b(now) - n < ts // size <= b(now), as bounds on ts
         first_ms, end_ms = (bn - h.length_ms // size + 1) * size, (bn + 1) * size
-        base = hi * N_VALUES
-        for r in events:
-            if first_ms <= r.ts_ms < end_ms:
-                t = r.type_index
-                out[base + t] += 1.0
-                if t == _ADD_TO_CART:
-                    out[base + N_EVENT_TYPES] += r.price * r.quantity
-                elif t == _PURCHASE:
-                    out[base + N_EVENT_TYPES + 1] += r.price * r.quantity
+        if first_ms <= oldest and newest < end_ms:
+            if every is None:
+                every = _values_of(events)
+            out += every
+        else:
+            out += _values_of([r for r in events if first_ms <= r.ts_ms < end_ms])
     return out
+
+
+def _values_of(events: "Sequence[RecentEvent]") -> list[float]:
+    """One horizon's N_VALUES for `events`: counts per type, then the cart and purchase money (summed in
+    event order, so any subset sums exactly as RollingWindows-style filtering would)."""
+    values = [0.0] * N_VALUES
+    for r in events:
+        t = r.type_index
+        values[t] += 1.0
+        if t == _ADD_TO_CART:
+            values[N_EVENT_TYPES] += r.price * r.quantity
+        elif t == _PURCHASE:
+            values[N_EVENT_TYPES + 1] += r.price * r.quantity
+    return values
 
 
 def rolling_inputs(

@@ -320,8 +320,9 @@ def intent_level(p: float, medium: float = 0.3, high: float = 0.7) -> str:
 def _ordered_counts(counts: dict[str, int]) -> dict[str, int]:
     # Event-type order, then any other names sorted: the same counts always serialize the same way.
     known = {k: int(counts[k]) for k in EVENT_TYPES if k in counts}
-    for k in sorted(k for k in counts if k not in EVENT_TYPE_INDEX):
-        known[k] = int(counts[k])
+    if len(known) < len(counts):  # rare: names that are not event types
+        for k in sorted(k for k in counts if k not in EVENT_TYPE_INDEX):
+            known[k] = int(counts[k])
     return known
 
 
