@@ -25,15 +25,16 @@ BATCHES = (1, 16, 128, 512, 2048, 8192)
 def measure(scorer: Scorer, batch: int, min_seconds: float = 1.0) -> float:
     rng = np.random.default_rng(0)
     spec = scorer.spec
-    cats = [np.stack([rng.integers(0, 8, 1), rng.integers(0, spec.n_item_buckets, 1),
-                      rng.integers(0, spec.n_category_buckets, 1)], axis=1) for _ in range(batch)]
-    nums = [rng.standard_normal((1, spec.n_numeric)).astype(np.float32) for _ in range(batch)]
-    rolls = [rng.standard_normal((1, spec.n_rolling)).astype(np.float32) for _ in range(batch)]
+    cat = np.stack([rng.integers(0, 8, batch), rng.integers(0, spec.n_item_buckets, batch),
+                    rng.integers(0, spec.n_category_buckets, batch)], axis=1)
+    num = rng.standard_normal((batch, spec.n_numeric)).astype(np.float32)
+    roll = rng.standard_normal((batch, spec.n_rolling)).astype(np.float32)
+    lengths = [1] * batch
     h0 = np.zeros((batch, scorer.hidden_size), dtype=np.float32)
-    scorer.run(cats, nums, rolls, h0)  # warm-up (and CUDA context)
+    scorer.run(cat, num, roll, lengths, h0)  # warm-up (and CUDA context)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < min_seconds:
-        scorer.run(cats, nums, rolls, h0)
+        scorer.run(cat, num, roll, lengths, h0)
         n += 1
     if scorer.device.type == "cuda":
         torch.cuda.synchronize()

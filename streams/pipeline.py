@@ -196,18 +196,17 @@ class Pipeline:
         if not segments:
             return
         cat, num, roll = stack_inputs(values, scorer.spec)
-        bounds = np.cumsum([0] + [len(seg.rows) for seg in segments]).tolist()
-        rows = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
-        p, h_last = scorer.run([cat[r] for r in rows], [num[r] for r in rows], [roll[r] for r in rows],
+        p, h_last = scorer.run(cat, num, roll, [len(seg.rows) for seg in segments],
                                np.stack([seg.h0 for seg in segments]))
+        p_rows = iter(p.tolist())  # one per row, in segment order
         scored_at = int(now_ms())
         for i, seg in enumerate(segments):
             seg.session.hidden = h_last[i]
             seg.session.hidden_version = scorer.version
             state = result.states[seg.user_id]
-            for t, (rec, event, n_events, cart_value, counts) in enumerate(seg.rows):
+            for rec, event, n_events, cart_value, counts in seg.rows:
                 remembered = new_recent_intent(
-                    source=rec.source, offset=rec.offset, p_purchase=float(p[i][t]), scored_at=scored_at,
+                    source=rec.source, offset=rec.offset, p_purchase=next(p_rows), scored_at=scored_at,
                     latency_ms=round(scored_at - rec.arrived_ms, 3), session_events=n_events,
                     cart_value=cart_value, recent_counts=counts, model_version=scorer.version,
                 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -15,6 +16,13 @@ from models import artifacts
 from models.features import FeatureSpec, session_event_inputs
 
 log = logging.getLogger(__name__)
+
+
+def _padded(rows: np.ndarray, seq: np.ndarray, pos: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(B, T, F) zeros with rows[r] at [seq[r], pos[r]]."""
+    out = np.zeros(shape + rows.shape[1:], dtype=rows.dtype)
+    out[seq, pos] = rows
+    return out
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -41,31 +49,30 @@ class Scorer:
         return cls(artifacts.load(model_dir or artifacts.DEFAULT_MODEL_DIR), device)
 
     @torch.inference_mode()
-    def run(self, cats: list[np.ndarray], nums: list[np.ndarray], rolls: list[np.ndarray],
-            h0: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    def run(self, cat: np.ndarray, num: np.ndarray, roll: np.ndarray, lengths: Sequence[int],
+            h0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Score B sequences of different lengths in one padded GRU pass.
 
-        cats[i] (T_i,3), nums[i] (T_i,Fn), rolls[i] (T_i,Fr), h0 (B,H) -> p: B arrays (T_i,) float64,
-        h_last (B,H) float32 = the hidden state after each sequence's last event. Padding sits after the
-        last event and the GRU is causal, so it never changes a real position's output.
+        cat (N,3), num (N,Fn), roll (N,Fr): the sequences' events one after another (sequence i is the
+        next lengths[i] rows), h0 (B,H) -> p (N,) float64 per row, h_last (B,H) float32 = the hidden
+        state after each sequence's last event. Padding sits after the last event and the GRU is causal,
+        so it never changes a real position's output.
         """
-        lengths = np.fromiter((len(c) for c in cats), dtype=np.int64, count=len(cats))
-        b, t = len(cats), int(lengths.max())
+        lengths = np.asarray(lengths, dtype=np.int64)
+        b, t = len(lengths), int(lengths.max())
         if t == 1:  # the common case at low load: one click per user, no padding needed
-            cat, num, roll = np.stack(cats), np.stack(nums), np.stack(rolls)
-        else:
-            cat = np.zeros((b, t, 3), dtype=np.int64)
-            num = np.zeros((b, t, nums[0].shape[1]), dtype=np.float32)
-            roll = np.zeros((b, t, rolls[0].shape[1]), dtype=np.float32)
-            for i, n in enumerate(lengths):
-                cat[i, :n], num[i, :n], roll[i, :n] = cats[i], nums[i], rolls[i]
+            cat, num, roll = cat.reshape(b, 1, -1), num.reshape(b, 1, -1), roll.reshape(b, 1, -1)
+        else:  # row r of the input is step pos[r] of sequence seq[r]
+            seq = np.repeat(np.arange(b), lengths)
+            pos = np.arange(len(seq)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            cat, num, roll = (_padded(x, seq, pos, (b, t)) for x in (cat, num, roll))
         dev = self.device
         p, out = self.model.run(torch.from_numpy(cat).to(dev), torch.from_numpy(num).to(dev),
                                 torch.from_numpy(roll).to(dev), torch.from_numpy(h0).to(dev))
         p = p.double().cpu().numpy()
         out = out.float().cpu().numpy()
         h_last = out[np.arange(b), lengths - 1]
-        return [p[i, :n] for i, n in enumerate(lengths)], h_last
+        return (p[:, 0] if t == 1 else p[seq, pos]), h_last
 
     @torch.inference_mode()
     def rebuild_hidden(self, recent: list, first_position: int, first_prev_ts_ms: int | None) -> np.ndarray:
