@@ -13,11 +13,13 @@ so everything here is unit-tested without a broker and reused by replay and the 
 """
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -86,6 +88,26 @@ def now_ms() -> float:
     return time.time() * 1000.0
 
 
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector, off for the length of one batch.
+
+    A batch makes tens of thousands of short-lived objects (events, steps, rows, intents) that reference
+    counting frees; they form no cycles. With the collector on, those alive mid-batch age into the old
+    generation and set off full collections that walk the whole heap: a quarter of the core's time in
+    the benchmark, for nothing collected. It runs again after the batch, so cycles made anywhere are
+    still found; a caller that disabled it keeps it disabled.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 class Pipeline:
     def __init__(self, scorer: Scorer, max_message_bytes: int = 65_536, state_config: StateConfig = DEFAULT_CONFIG,
                  pseudonymize: Callable[[str], str] | None = None):
@@ -100,6 +122,11 @@ class Pipeline:
         """Score a micro-batch. `delivered_through[source]` is the offset through which the shell knows the
         intents reached Kafka (default: everything before this batch); each state keeps every intent above
         it, so a crash before the rest are delivered is answered by re-emitting them (see _forget_delivered)."""
+        with _cyclic_gc_paused():
+            return self._process(records, load_state, delivered_through)
+
+    def _process(self, records: list[Record], load_state: StateLoader,
+                 delivered_through: dict[str, int] | None) -> BatchResult:
         result = BatchResult()
         per_user: dict[str, list[tuple[Record, ClickEvent]]] = defaultdict(list)
         for rec in records:

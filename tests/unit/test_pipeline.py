@@ -233,3 +233,30 @@ def test_reemit_only_records_are_answered_from_the_state_and_never_applied(tmp_p
     assert erased not in {u for u, _b in again.intents} and not again.states[erased].applied
     kept = {orjson.loads(b)["event_id"] for u, b in first.intents if u != erased}
     assert {orjson.loads(b)["event_id"] for _u, b in again.intents} <= kept and again.intents
+
+
+def test_a_batch_pauses_the_cyclic_gc_and_leaves_its_setting_as_it_was(tmp_path, events):
+    import gc
+
+    seen = []
+
+    def load(user_id: str, _rec: Record) -> UserState | None:
+        seen.append(gc.isenabled())
+        if len(seen) == 3:
+            raise RuntimeError("table read failed")
+        return None
+
+    pipeline = Pipeline(make_scorer(tmp_path))
+    records = to_records(events[:50])
+    assert gc.isenabled()
+    pipeline.process(records[:1], load)
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(RuntimeError):
+        pipeline.process(records, load)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        pipeline.process(records[:1], lambda _u, _r: None)
+        assert not gc.isenabled()  # a caller that turned it off keeps it off
+    finally:
+        gc.enable()
