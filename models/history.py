@@ -163,23 +163,40 @@ N_INPUTS = len(INPUT_NAMES)
 
 def history_inputs(finished: np.ndarray | None) -> np.ndarray:
     """(N_INPUTS,) float32 head inputs from a `finished` summary (None or no sessions: all zeros)."""
-    out = np.zeros(N_INPUTS, dtype=np.float32)
     if finished is None:
-        return out
+        return np.zeros(N_INPUTS, dtype=np.float32)
+    return history_inputs_rows(np.asarray(finished)[None])[0]
+
+
+def history_inputs_rows(finished: np.ndarray) -> np.ndarray:
+    """history_inputs of M summaries at once: (M, N_FINISHED) -> (M, N_INPUTS) float32.
+
+    Each value is computed exactly as for one summary: the logs taken with math.log1p here go through
+    math.log1p (numpy's log1p can differ in the last bit), the others through numpy."""
+    out = np.zeros((len(finished), N_INPUTS), dtype=np.float32)
     f = np.asarray(finished, dtype=np.float64)
-    n = f[_F_SESSIONS]
-    if n <= 0:
+    some = np.flatnonzero(f[:, _F_SESSIONS] > 0)  # users without a finished session keep all zeros
+    if not len(some):
         return out
-    events = f[_F_EVENTS:_F_EVENTS + N_EVENT_TYPES]
-    vals = (
-        [math.log1p(n), 1.0]
-        + [f[_F_PURCHASE] / n, f[_F_CART] / n, f[_F_CHECKOUT] / n]
-        + [math.log1p(f[_F_PURCHASE]), math.log1p(f[_F_CART]), math.log1p(f[_F_CHECKOUT])]
-        + np.log1p(events).tolist()
-        + [math.log1p(events.sum() / n)]
-        + (f[_F_DEVICE:_F_DEVICE + len(DEVICE_SLOTS)] / n).tolist()
-        + [f[_F_LOG_GAP] / f[_F_GAPS] if f[_F_GAPS] > 0 else 0.0,
-           math.log1p(max(0.0, f[_F_CART_VALUE])), math.log1p(max(0.0, f[_F_PURCHASE_AMOUNT]))]
-    )
-    out[:] = vals
+    f = f[some]
+    n = f[:, _F_SESSIONS, None]
+    events = f[:, _F_EVENTS:_F_EVENTS + N_EVENT_TYPES]
+    gaps = f[:, _F_GAPS]
+    log1p = math.log1p
+    scalars = [  # per row: the inputs taken through math.log1p, in INPUT_NAMES order
+        [log1p(sessions), log1p(bought), log1p(carted), log1p(checkout), log1p(per_session),
+         log1p(max(0.0, cart_value)), log1p(max(0.0, amount))]
+        for sessions, bought, carted, checkout, per_session, cart_value, amount in zip(
+            f[:, _F_SESSIONS].tolist(), f[:, _F_PURCHASE].tolist(), f[:, _F_CART].tolist(),
+            f[:, _F_CHECKOUT].tolist(), (events.sum(axis=1) / n[:, 0]).tolist(), f[:, _F_CART_VALUE].tolist(),
+            f[:, _F_PURCHASE_AMOUNT].tolist())
+    ]
+    vals = np.empty((len(f), N_INPUTS), dtype=np.float64)
+    vals[:, [0, 5, 6, 7, 16, 24, 25]] = scalars
+    vals[:, 1] = 1.0
+    vals[:, 2:5] = f[:, [_F_PURCHASE, _F_CART, _F_CHECKOUT]] / n
+    vals[:, 8:16] = np.log1p(events)
+    vals[:, 17:23] = f[:, _F_DEVICE:_F_DEVICE + len(DEVICE_SLOTS)] / n
+    vals[:, 23] = np.divide(f[:, _F_LOG_GAP], gaps, out=np.zeros(len(f)), where=gaps > 0)
+    out[some] = vals
     return out
