@@ -399,6 +399,9 @@ def _decode_v1(data: memoryview, pos: int, config: StateConfig) -> UserState:
 # (counts are whole numbers and sums float32-exact by construction, so the record round-trips exactly)
 
 _HAS_HISTORY = 1
+# Where the history values go in the record: the whole-count slots (one int column), then the float slots
+_FINISHED_COUNT_SLOTS = [i for i in range(N_FINISHED) if i not in FINISHED_FLOAT_SLOTS]
+_CURRENT_COUNT_SLOTS = [i for i in range(N_CURRENT) if i not in CURRENT_FLOAT_SLOTS]
 
 
 def _encode_v2(state: UserState, out: bytearray) -> None:
@@ -408,8 +411,9 @@ def _encode_v2(state: UserState, out: bytearray) -> None:
         out.append(0)
         return
     out.append(_HAS_HISTORY)
-    for values, floats in ((h.finished.tolist(), FINISHED_FLOAT_SLOTS), (h.current, CURRENT_FLOAT_SLOTS)):
-        put_array(out, [int(v) for i, v in enumerate(values) if i not in floats])
+    for values, counts, floats in ((h.finished.tolist(), _FINISHED_COUNT_SLOTS, FINISHED_FLOAT_SLOTS),
+                                   (h.current, _CURRENT_COUNT_SLOTS, CURRENT_FLOAT_SLOTS)):
+        put_array(out, [int(values[i]) for i in counts])
         _put_f32s(out, [values[i] for i in floats])
 
 
@@ -420,12 +424,15 @@ def _decode_v2(data: memoryview, pos: int, config: StateConfig) -> UserState:
         pos += 1
         if flags & _HAS_HISTORY:
             parts = []
-            for n, floats in ((N_FINISHED, FINISHED_FLOAT_SLOTS), (N_CURRENT, CURRENT_FLOAT_SLOTS)):
-                counts, pos = get_array(data, pos, n - len(floats))
+            for n, count_slots, floats in ((N_FINISHED, _FINISHED_COUNT_SLOTS, FINISHED_FLOAT_SLOTS),
+                                           (N_CURRENT, _CURRENT_COUNT_SLOTS, CURRENT_FLOAT_SLOTS)):
+                counts, pos = get_array(data, pos, len(count_slots))
                 sums, pos = _get_f32s(data, pos, len(floats))
-                values, ci, si = [], iter(counts), iter(sums)
-                for i in range(n):
-                    values.append(float(next(si) if i in floats else next(ci)))
+                values = [0.0] * n
+                for i, v in zip(count_slots, counts):
+                    values[i] = float(v)
+                for i, v in zip(floats, sums):
+                    values[i] = v
                 parts.append(values)
             state.history = UserHistory(np.array(parts[0], dtype=np.float32), parts[1])
     except IndexError as e:

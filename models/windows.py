@@ -92,6 +92,8 @@ def put_svarint(out: bytearray, value: int) -> None:
 
 
 def get_uvarint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    if pos < len(data) and data[pos] < 0x80:  # most varints in a record are one byte
+        return data[pos], pos + 1
     result = 0
     shift = 0
     while True:
