@@ -1,7 +1,7 @@
 """Training data: clicks -> per-session prefix sequences with purchase labels.
 
-Each user's clicks are replayed in (ts, event_id) order through the same `UserState` + `features.advance`
-the streaming worker uses, so training inputs are exactly serving inputs. Sessions are cut at their first
+Each user's clicks are replayed in (ts, event_id) order through the same `UserState.apply` +
+`features.step_values` / `stack_inputs` the streaming worker uses, so training inputs are exactly serving inputs. Sessions are cut at their first
 purchase: the purchase and everything after it are excluded, and every remaining prefix is labelled 1 if
 a purchase followed in that session. A session that opens with a purchase has no prefix and is dropped.
 Events after a cut still pass through the state (they move the user's rolling windows for later sessions).
@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from models.features import FeatureSpec, advance
+from models.features import FeatureSpec, stack_inputs, step_values
 from models.history import INPUT_NAMES as HISTORY_INPUT_NAMES
 from models.history import N_INPUTS as N_HISTORY_INPUTS
 from models.state import UserState
@@ -104,17 +104,14 @@ def time_split(ds: SessionDataset, val_frac: float = 0.15, test_frac: float = 0.
 class _Open:
     """The session being collected for one user."""
 
-    __slots__ = ("session_id", "start_ms", "cut", "label", "cat", "num", "roll", "ids", "agg",
-                 "counts", "items")
+    __slots__ = ("session_id", "start_ms", "cut", "label", "values", "ids", "agg", "counts", "items")
 
     def __init__(self, session_id: str, start_ms: int):
         self.session_id = session_id
         self.start_ms = start_ms
         self.cut = False
         self.label = 0
-        self.cat: list = []
-        self.num: list = []
-        self.roll: list = []
+        self.values: list = []  # features.StepValues per prefix, stacked when the session closes
         self.ids: list[str] = []
         self.agg: list = []
         self.counts = [0] * N_EVENT_TYPES
@@ -133,12 +130,14 @@ def build_dataset(events: Iterable[ClickEvent], spec: FeatureSpec, *, progress: 
     starts: list[int] = []
 
     def close(s: _Open | None) -> None:
-        if s is None or not s.cat:
+        if s is None or not s.values:
             return  # no prefix: empty, or opened with a purchase
-        ds.cat.append(np.stack(s.cat))
-        ds.num.append(np.stack(s.num))
-        ds.roll.append(np.stack(s.roll))
-        ds.agg.append(np.array(s.agg, dtype=np.float32))
+        cat, num, roll = stack_inputs(s.values, spec)
+        ds.cat.append(cat)
+        ds.num.append(num)
+        ds.roll.append(roll)
+        # the lifetime inputs close each agg row, as the GRU's head gets them
+        ds.agg.append(np.concatenate((np.array(s.agg, dtype=np.float32), roll[:, -N_HISTORY_INPUTS:]), axis=1))
         ds.event_ids.append(s.ids)
         ds.user_id.append(uid)
         ds.session_id.append(s.session_id)
@@ -152,7 +151,8 @@ def build_dataset(events: Iterable[ClickEvent], spec: FeatureSpec, *, progress: 
         state = UserState.new(uid)
         cur: _Open | None = None
         for ev in evs:
-            step, inp = advance(state, ev, spec)
+            step = state.apply(ev)
+            values = step_values(step, spec)  # now, while the session still holds this click's events
             sess = step.session
             if step.new_session or cur is None:
                 close(cur)
@@ -167,9 +167,7 @@ def build_dataset(events: Iterable[ClickEvent], spec: FeatureSpec, *, progress: 
             if step.recent_event.item_hash:
                 cur.items.add(step.recent_event.item_hash)
             prev = step.prev_ts_ms
-            cur.cat.append(inp.cat)
-            cur.num.append(inp.num)
-            cur.roll.append(inp.roll)
+            cur.values.append(values)
             cur.ids.append(ev.event_id)
             cur.agg.append(
                 cur.counts
@@ -182,7 +180,6 @@ def build_dataset(events: Iterable[ClickEvent], spec: FeatureSpec, *, progress: 
                     len(cur.items),
                 ]
                 + step.window_features.tolist()
-                + inp.roll[-N_HISTORY_INPUTS:].tolist()  # the lifetime inputs, as the GRU's head gets them
             )
         close(cur)
         bar.update(len(evs))

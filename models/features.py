@@ -1,7 +1,9 @@
 """Featurization: THE one path from a click to model inputs, for training and for serving.
 
-`advance(state, event, spec)` applies a click to a user's state and returns the model inputs for it;
-`dataset.build_dataset` and the streaming worker both call it, so training and serving cannot drift.
+After `UserState.apply`, `step_values(step, spec)` takes a click's inputs as plain numbers and
+`stack_inputs` turns many clicks' values into model arrays in one numpy pass (`advance` / `step_input`
+do both for one click). `dataset.build_dataset`, `offline` and the streaming worker all go this way,
+so training and serving cannot drift.
 `event_inputs` recomputes an event's GRU inputs from a compact `RecentEvent`, which is how the worker
 rebuilds a hidden state from `Session.recent` when the model version changes.
 

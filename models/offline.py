@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
-import numpy as np
 import torch
 
-from models.features import FeatureSpec, advance
+from models.features import FeatureSpec, stack_inputs, step_values
 from models.gru import IntentGRU
 from models.state import UserState
 from schemas.events import ClickEvent
@@ -26,14 +25,12 @@ def offline_scores(events: Iterable[ClickEvent], model: IntentGRU, spec: Feature
         state = states.get(ev.user_id)
         if state is None:
             state = states[ev.user_id] = UserState.new(ev.user_id)
-        step, inputs = advance(state, ev, spec)
-        sessions[step.session.session_id].append((ev.event_id, inputs))
+        step = state.apply(ev)
+        sessions[step.session.session_id].append((ev.event_id, step_values(step, spec)))
     scores: dict[str, float] = {}
     model.eval()
     for steps in sessions.values():
-        cat = torch.from_numpy(np.stack([s.cat for _e, s in steps]))[None]
-        num = torch.from_numpy(np.stack([s.num for _e, s in steps]))[None]
-        roll = torch.from_numpy(np.stack([s.roll for _e, s in steps]))[None]
+        cat, num, roll = (torch.from_numpy(x)[None] for x in stack_inputs([v for _e, v in steps], spec))
         p = torch.sigmoid(model(cat, num, roll))[0].double().numpy()
         scores.update({event_id: float(pi) for (event_id, _s), pi in zip(steps, p)})
     return scores
