@@ -127,6 +127,10 @@ def put_array(out: bytearray, values: list[int], signed: bool = False) -> None:
     if not values:
         return
     lo, hi = min(values), max(values)
+    if not signed and lo >= 0 and hi < 256:  # the usual column (counts, types): one byte a value
+        out.append(0)
+        out += bytes(values)
+        return
     for code, (typecode, limit) in enumerate(_SIGNED if signed else _UNSIGNED):
         if (-limit <= lo and hi < limit) if signed else (lo >= 0 and hi < limit):
             arr = array(typecode, values)
