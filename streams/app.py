@@ -36,15 +36,37 @@ CONFIRM_TIMEOUT_S = 60.0  # a healthy broker acknowledges a batch's state writes
 def event_context(event: faust.EventT) -> Iterator[None]:
     """Make `event` Faust's current event, so table reads and writes go to its partition.
 
-    Faust picks a table's store partition and changelog partition from the *current* event. In a
-    micro-batch from take_events() that is the batch's last event, which would file every user under
-    one partition; each user's state must be read and written under one of that user's own events.
+    Faust picks a table's store partition and changelog partition from the *current* event. A micro-batch
+    has no current event (or, from take_events(), the batch's last one, which would file every user under
+    one partition); each user's state must be read and written under one of that user's own events.
     """
     token = _current_event.set(weakref.ref(event))
     try:
         yield
     finally:
         _current_event.reset(token)
+
+
+async def take_batch(queue: asyncio.Queue, max_batch: int, max_wait: float) -> list:
+    """A micro-batch straight from the agent's channel: the first event to arrive, then whatever else is
+    queued, up to `max_batch`; when the queue runs dry, wait once for `max_wait` and take what came.
+
+    max_wait 0 is greedy batching: a batch is what queued up while the previous one was processed, so
+    batches are small at low load (low latency) and large at saturation (cheap per event), with no timer.
+    Faust's stream.take_events(max, within) fills its buffer only while the agent is idle and costs a
+    coroutine switch per event (streams/app.py's history in docs/BENCHMARKS.md).
+    """
+    batch = [await queue.get()]
+    lingered = max_wait <= 0
+    while len(batch) < max_batch:
+        if not queue.empty():
+            batch.append(queue.get_nowait())
+        elif lingered:
+            break
+        else:
+            lingered = True
+            await asyncio.sleep(max_wait)
+    return batch
 
 
 def partition_bounds(records: list[Record]) -> dict[tuple[str, int], tuple[Record, Record]]:
@@ -144,7 +166,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     reread.append((tp, delivered[tp] + 1, done[tp] + 1, "re-emitted: the last batch of the previous owner",
                                    True))
             elif done[tp] is not None:
-                delivered[tp] = done[tp]  # this worker's previous batch: its intents were awaited
+                # This worker's previous batch: its intents are delivered before this batch's states are written.
+                delivered[tp] = done[tp]
         # Partitions this app never processed: compare with the log start (once each; see streams/gaps.py).
         fresh = [tp for tp, d in done.items() if d is None and by_partition[tp][0].offset > 0]
         log_starts = await log_start_offsets(settings.bootstrap, fresh) if fresh else None
@@ -225,10 +248,55 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             with event_context(by_record[id(last)]):
                 progress[progress_key(topic, partition)] = encode_progress(last.offset, delivered_through[f"{topic}/{partition}"])
 
+    async def deliver(result, bounds: dict, events: list, arrived: float, process_s: float) -> None:
+        """A batch's second half, overlapped with the scoring of the next batch: wait until the broker has
+        its state writes, then publish its intents and dead letters and ack its offsets."""
+        # The state writes (changelog records) must be acknowledged before the intents go out: otherwise a
+        # crash can publish an intent whose state is lost, and failover re-scores the click instead of
+        # re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.
+        # (Not app.producer.flush(): see streams/durable_table.py.)
+        await confirm_state_writes()
+        # Straight to the producer: Faust's Topic.send builds a FutureMessage per record, which cost more
+        # than scoring the record.
+        send, topic = app.producer.send, intents.get_topic_name()
+        sent = [await send(topic, user_id.encode(), value, None, None, None) for user_id, value in result.intents]
+        for key, value in result.dead_letters:
+            await dead_letters.send(key=key, value=value)
+        if result.dlq_codes:
+            log.warning("dead-lettered %s", dict(result.dlq_codes))
+        # Records Faust skipped (read back above, or skipped re-deliveries of processed ones) would
+        # otherwise never be acked, and Faust would stop committing those partitions (streams/gaps.py).
+        n_filled = acknowledge_through(
+            app.consumer, {tp: (first.offset, last.offset) for tp, (first, last) in bounds.items()},
+            {(m.topic, m.partition, m.offset) for m in (ev.message for ev in events)}, acked_through)
+        if n_filled:
+            log.info("acked %d offsets Faust skipped or that were read back", n_filled)
+        for ev in events:
+            ev.ack()  # the batch's own offsets may be committed now (a revoked partition's are marked acked)
+        ops.observe_batch(events, result, arrived, process_s)
+        # The next batch's states forget these intents (`delivered_through`), so it waits for this.
+        for fut in sent:
+            await fut
+
+    def crash_on_failure(task: asyncio.Task) -> None:
+        # A batch whose intents cannot be delivered must not be acked nor forgotten: stop, and let the
+        # restarted worker (or the partitions' new owner) re-emit them from the stored state.
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("delivering a batch failed, exiting so the worker is restarted", exc_info=task.exception())
+            logging.shutdown()
+            os._exit(5)
+
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
-        unconfirmed_intents: list[asyncio.Future] = []  # delivery of the previous batch's intents
-        async for events in stream.take_events(settings.max_batch, within=settings.max_wait):
+        queue = stream.channel.queue
+        delivery: asyncio.Task | None = None  # the previous batch's deliver()
+        while True:
+            try:
+                events = await take_batch(queue, settings.max_batch, settings.max_wait)
+            except StopAsyncIteration:  # how Faust ends a channel's readers when the worker stops
+                if delivery is not None:  # publish the last batch, so a clean stop leaves nothing to re-emit
+                    await asyncio.wait([delivery], timeout=10.0)
+                return
             pipeline = state.get("pipeline")
             while pipeline is None:  # the model loads once, at startup
                 await app.sleep(0.05)
@@ -244,8 +312,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     # committed offset. Processing it here would write this user's state into a changelog
                     # partition another worker now owns, where a later restore could pick the stale copy.
                     dropped.append(m.tp)
-                    # Marked acked here so take_events' ack skips the bookkeeping: an unprocessed offset must
-                    # never count toward a commit, should the partition come back to this worker.
+                    # Marked acked, so the ack below skips the bookkeeping: an unprocessed offset must never
+                    # count toward a commit, should the partition come back to this worker.
                     m.acked = True
                     continue
                 rec = Record(m.key, m.value, m.topic, m.partition, m.offset, arrived)
@@ -256,6 +324,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 log.info("dropped %d buffered records of partitions revoked from this worker: %s",
                          len(dropped), sorted(set(dropped)))
             if not records:
+                for ev in events:
+                    ev.ack()
                 continue
             records, bounds, delivered_through = await prepare_batch(records, by_record)
 
@@ -279,33 +349,11 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 process_s = time.perf_counter() - started
                 # The states written below forget intents up to `delivered_through` (streams/pipeline.py),
                 # which counts this worker's previous batch as delivered: make it so before they are written.
-                # Usually already done: those intents went out while this batch was being scored.
-                for fut in unconfirmed_intents:
-                    await fut
-                unconfirmed_intents.clear()
+                # Usually already done: that batch was delivered while this one was being scored.
+                if delivery is not None:
+                    await delivery
                 write_states(result, bounds, by_record, delivered_through)
-            # The state writes above (changelog records) must be acknowledged before the intents go out:
-            # otherwise a crash can publish an intent whose state is lost, and failover re-scores the click
-            # instead of re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.
-            # (Not app.producer.flush(): see streams/durable_table.py.)
-            await confirm_state_writes()
-            # Straight to the producer: Faust's Topic.send builds a FutureMessage per record, which
-            # cost more than scoring the record.
-            send = app.producer.send
-            topic = intents.get_topic_name()
-            for user_id, value in result.intents:
-                unconfirmed_intents.append(await send(topic, user_id.encode(), value, None, None, None))
-            # Records Faust skipped (read back above, or skipped re-deliveries of processed ones) would
-            # otherwise never be acked, and Faust would stop committing those partitions (streams/gaps.py).
-            n_filled = acknowledge_through(
-                app.consumer, {tp: (first.offset, last.offset) for tp, (first, last) in bounds.items()},
-                {(m.topic, m.partition, m.offset) for m in (ev.message for ev in events)}, acked_through)
-            if n_filled:
-                log.info("acked %d offsets Faust skipped or that were read back", n_filled)
-            for key, value in result.dead_letters:
-                await dead_letters.send(key=key, value=value)
-            if result.dlq_codes:
-                log.warning("dead-lettered %s", dict(result.dlq_codes))
-            ops.observe_batch(events, result, arrived, process_s)
+            delivery = asyncio.ensure_future(deliver(result, bounds, events, arrived, process_s))
+            delivery.add_done_callback(crash_on_failure)
 
     return app
