@@ -310,7 +310,7 @@ def stack_inputs(values: Sequence[StepValues], spec: FeatureSpec) -> tuple[np.nd
 
 
 def step_input(step: "Step", spec: FeatureSpec) -> StepInput:
-    """Model inputs for the click that produced `step` (serving and training both call this)."""
+    """Model inputs for the click that produced `step`: stack_inputs of its step_values alone."""
     cat, num, roll = stack_inputs([step_values(step, spec)], spec)
     return StepInput(cat[0], num[0], roll[0])
 
