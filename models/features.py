@@ -35,7 +35,7 @@ import numpy as np
 from models.history import DEVICE_SLOTS, device_index
 from models.history import INPUT_NAMES as HISTORY_INPUT_NAMES
 from models.history import N_INPUTS as N_HISTORY_INPUTS
-from models.history import EMPTY_FINISHED, history_inputs_rows
+from models.history import EMPTY_FINISHED, history_inputs, history_inputs_rows
 from models.ids import bucket
 from models.windows import DEFAULT_HORIZONS, N_VALUES, Horizon, window_feature_names
 from schemas.events import EVENT_TYPE_INDEX, N_EVENT_TYPES
@@ -268,7 +268,15 @@ def _rolling_rows(wf: np.ndarray, own: np.ndarray | None, devices: Sequence[int]
     out[:, n:2 * n] = np.log1p(hist)
     out[np.arange(n_rows), 2 * n + np.asarray(devices, dtype=np.intp)] = 1.0
     k = 2 * n + len(CONTEXT_NAMES)
-    # Step.history is one array for all the clicks of a session: compute its inputs once per batch
+    out[:, k:k + N_HISTORY_INPUTS] = _history_rows(histories)
+    return out
+
+
+def _history_rows(histories: Sequence[np.ndarray | None]) -> np.ndarray:
+    """history_inputs of each click's Step.history. That is one array for all the clicks of a session,
+    so a batch computes each distinct one once, and a lone click (advance) reuses the last one's."""
+    if len(histories) == 1:
+        return _history_inputs_cached(histories[0])[None]
     distinct: dict[int, int] = {}  # id(history) -> its row in `summaries`
     summaries, which = [], []
     for h in histories:
@@ -277,8 +285,21 @@ def _rolling_rows(wf: np.ndarray, own: np.ndarray | None, devices: Sequence[int]
             row = distinct[id(h)] = len(summaries)
             summaries.append(EMPTY_FINISHED if h is None else h)
         which.append(row)
-    out[:, k:k + N_HISTORY_INPUTS] = history_inputs_rows(np.array(summaries, dtype=np.float64))[which]
-    return out
+    return history_inputs_rows(np.array(summaries, dtype=np.float64))[which]
+
+
+_last_history: list = [None, history_inputs(None)]  # [the finished array, its inputs]
+
+
+def _history_inputs_cached(history: np.ndarray | None) -> np.ndarray:
+    """history_inputs, computed once per session: Step.history is the same read-only array for every
+    click of a session (models.history builds a new one when a session closes), and holding it here
+    keeps its identity from being reused."""
+    if history is not None and history.flags.writeable:
+        return history_inputs(history)  # a caller's own mutable array: no caching
+    if history is not _last_history[0]:
+        _last_history[:] = [history, history_inputs(history)]
+    return _last_history[1]
 
 
 def session_events_upto(step: "Step") -> "list[RecentEvent]":
