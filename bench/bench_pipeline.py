@@ -270,6 +270,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=LATENCY_SECONDS)
     ap.add_argument("--model", default=None, help="model artifact dir (default: shipped model)")
     ap.add_argument("--max-batch", type=int, default=None)
+    ap.add_argument("--producer-linger-ms", type=int, default=None, help="worker setting (default: the worker's)")
     # The worker's default (0: greedy batches) for both; a linger can be tried here.
     ap.add_argument("--throughput-max-wait", type=float, default=0.0, help="seconds, for the saturation run")
     ap.add_argument("--latency-max-wait", type=float, default=0.0, help="seconds, for the fixed-load runs")
@@ -304,6 +305,8 @@ def main() -> None:
                 cmd += ["--model", args.model]
             if args.max_batch:
                 cmd += ["--max-batch", str(args.max_batch)]
+            if args.producer_linger_ms is not None:
+                cmd += ["--producer-linger-ms", str(args.producer_linger_ms)]
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=open(work / "worker.log", "ab"), stderr=subprocess.STDOUT)
             return proc, port
 

@@ -10,6 +10,7 @@ import logging
 import os
 import time
 import weakref
+from collections import deque
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -29,7 +30,8 @@ from .web import install_ops
 
 log = logging.getLogger(__name__)
 
-CONFIRM_TIMEOUT_S = 60.0  # a healthy broker acknowledges a batch's state writes in milliseconds
+CONFIRM_TIMEOUT_S = 60.0
+MAX_IN_FLIGHT = 2  # batches scored and stored whose intents are not yet delivered  # a healthy broker acknowledges a batch's state writes in milliseconds
 
 
 @contextmanager
@@ -94,8 +96,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 5),
         consumer_auto_offset_reset="earliest",
-        # Intents are small (~400 B): big batches mean few produce requests (socket writes dominated).
-        producer_linger_ms=5,
+        # Intents are small (~400 B): big requests mean few socket writes (see Settings.producer_linger_ms).
+        producer_linger_ms=settings.producer_linger_ms,
         producer_max_batch_size=1024 * 1024,
         broker_max_poll_records=2000,
         broker_commit_every=2000,
@@ -136,6 +138,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
 
     taken_over: set[tuple[str, int]] = set()  # partitions already checked since the last rebalance
+    # Per partition, the last offset whose intent this worker saw acknowledged by the broker (since the last
+    # rebalance); batches are delivered in order, so everything before it was delivered too.
+    delivered_here: dict[tuple[str, int], int] = {}
     acked_through: dict = {}  # see gaps.acknowledge_through; reset on a rebalance
     generation_seen = [None]
 
@@ -147,6 +152,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             generation_seen[0] = app.consumer_generation_id
             taken_over.clear()
             acked_through.clear()
+            delivered_here.clear()
         # Per partition, offset order is the order the state must see (a seek back can re-deliver older
         # offsets after newer ones); partitions never share a user, so interleaving them does not matter.
         records = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
@@ -165,9 +171,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 if done[tp] is not None and delivered[tp] < done[tp]:
                     reread.append((tp, delivered[tp] + 1, done[tp] + 1, "re-emitted: the last batch of the previous owner",
                                    True))
-            elif done[tp] is not None:
-                # This worker's previous batch: its intents are delivered before this batch's states are written.
-                delivered[tp] = done[tp]
+            elif tp in delivered_here:
+                # Only deliveries already acknowledged count: the batches still in flight (at most
+                # MAX_IN_FLIGHT) keep their intents in the states written now, for a crash to re-emit them.
+                delivered[tp] = delivered_here[tp]
         # Partitions this app never processed: compare with the log start (once each; see streams/gaps.py).
         fresh = [tp for tp, d in done.items() if d is None and by_partition[tp][0].offset > 0]
         log_starts = await log_start_offsets(settings.bootstrap, fresh) if fresh else None
@@ -248,14 +255,18 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             with event_context(by_record[id(last)]):
                 progress[progress_key(topic, partition)] = encode_progress(last.offset, delivered_through[f"{topic}/{partition}"])
 
-    async def deliver(result, bounds: dict, events: list, arrived: float, process_s: float) -> None:
-        """A batch's second half, overlapped with the scoring of the next batch: wait until the broker has
-        its state writes, then publish its intents and dead letters and ack its offsets."""
+    async def deliver(result, bounds: dict, events: list, arrived: float, process_s: float,
+                      previous: asyncio.Task | None) -> None:
+        """A batch's second half, overlapped with the scoring of the next batches: wait until the broker has
+        its state writes, then (after the previous batch, to keep each partition's order) publish its
+        intents and dead letters, ack its offsets, and count them delivered once the broker has them."""
         # The state writes (changelog records) must be acknowledged before the intents go out: otherwise a
         # crash can publish an intent whose state is lost, and failover re-scores the click instead of
         # re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.
         # (Not app.producer.flush(): see streams/durable_table.py.)
         await confirm_state_writes()
+        if previous is not None:
+            await previous
         # Straight to the producer: Faust's Topic.send builds a FutureMessage per record, which cost more
         # than scoring the record.
         send, topic = app.producer.send, intents.get_topic_name()
@@ -274,9 +285,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         for ev in events:
             ev.ack()  # the batch's own offsets may be committed now (a revoked partition's are marked acked)
         ops.observe_batch(events, result, arrived, process_s)
-        # The next batch's states forget these intents (`delivered_through`), so it waits for this.
         for fut in sent:
             await fut
+        for tp, (_first, last) in bounds.items():  # later batches' states may forget these intents now
+            delivered_here[tp] = max(last.offset, delivered_here.get(tp, -1))
 
     def crash_on_failure(task: asyncio.Task) -> None:
         # A batch whose intents cannot be delivered must not be acked nor forgotten: stop, and let the
@@ -289,13 +301,13 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
         queue = stream.channel.queue
-        delivery: asyncio.Task | None = None  # the previous batch's deliver()
+        in_flight: deque[asyncio.Task] = deque()  # deliver() of the batches not yet delivered, oldest first
         while True:
             try:
                 events = await take_batch(queue, settings.max_batch, settings.max_wait)
             except StopAsyncIteration:  # how Faust ends a channel's readers when the worker stops
-                if delivery is not None:  # publish the last batch, so a clean stop leaves nothing to re-emit
-                    await asyncio.wait([delivery], timeout=10.0)
+                if in_flight:  # publish the last batches, so a clean stop leaves nothing to re-emit
+                    await asyncio.wait(in_flight, timeout=10.0)
                 return
             pipeline = state.get("pipeline")
             while pipeline is None:  # the model loads once, at startup
@@ -347,13 +359,14 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     cache.clear()  # cached states may be half-applied; the table still has the last good ones
                     raise
                 process_s = time.perf_counter() - started
-                # The states written below forget intents up to `delivered_through` (streams/pipeline.py),
-                # which counts this worker's previous batch as delivered: make it so before they are written.
-                # Usually already done: that batch was delivered while this one was being scored.
-                if delivery is not None:
-                    await delivery
+                # Bounds the intents a state keeps (all above `delivered_through`) and the work a crash
+                # leaves to re-emit.
+                while in_flight and (in_flight[0].done() or len(in_flight) >= MAX_IN_FLIGHT):
+                    await in_flight.popleft()
                 write_states(result, bounds, by_record, delivered_through)
-            delivery = asyncio.ensure_future(deliver(result, bounds, events, arrived, process_s))
+            delivery = asyncio.ensure_future(
+                deliver(result, bounds, events, arrived, process_s, in_flight[-1] if in_flight else None))
             delivery.add_done_callback(crash_on_failure)
+            in_flight.append(delivery)
 
     return app
