@@ -271,9 +271,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model artifact dir (default: shipped model)")
     ap.add_argument("--max-batch", type=int, default=None)
     ap.add_argument("--producer-linger-ms", type=int, default=None, help="worker setting (default: the worker's)")
-    # The worker's default (0: greedy batches) for both; a linger can be tried here.
-    ap.add_argument("--throughput-max-wait", type=float, default=0.0, help="seconds, for the saturation run")
-    ap.add_argument("--latency-max-wait", type=float, default=0.0, help="seconds, for the fixed-load runs")
+    ap.add_argument("--throughput-max-wait", type=float, default=0.05, help="seconds, for the saturation run")
+    ap.add_argument("--latency-max-wait", type=float, default=0.005, help="seconds, for the fixed-load runs")
     ap.add_argument("--profile", action="store_true",
                     help="sample the worker with py-spy during the saturation run; prints where its time goes")
     ap.add_argument("--only-throughput", action="store_true", help="stop after (a) and (b)")
@@ -310,6 +309,7 @@ def main() -> None:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=open(work / "worker.log", "ab"), stderr=subprocess.STDOUT)
             return proc, port
 
+        # Throughput config: a longer batching window lets micro-batches grow to hundreds of clicks.
         worker, port = start_worker(args.throughput_max_wait)
         spy = None
         if args.profile:
@@ -329,8 +329,8 @@ def main() -> None:
         worker.wait(timeout=60)
         worker = None
         if not args.only_throughput:
-            # Latency config. Its state dir starts empty, so this start also measures restoring the users
-            # table from its changelog.
+            # Latency config: the default 5 ms window. Its state dir starts empty, so this start also
+            # measures restoring the users table from its changelog.
             import shutil
 
             shutil.rmtree(work / "worker")

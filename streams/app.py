@@ -30,8 +30,8 @@ from .web import install_ops
 
 log = logging.getLogger(__name__)
 
-CONFIRM_TIMEOUT_S = 60.0
-MAX_IN_FLIGHT = 2  # batches scored and stored whose intents are not yet delivered  # a healthy broker acknowledges a batch's state writes in milliseconds
+CONFIRM_TIMEOUT_S = 60.0  # a healthy broker acknowledges a batch's state writes in milliseconds
+MAX_IN_FLIGHT = 2  # batches scored and stored whose intents are not yet delivered
 
 
 @contextmanager
