@@ -1,4 +1,5 @@
-"""Faust's own ceiling: an agent that only counts its take_events batches, on a pre-filled topic.
+"""Faust's own ceiling: an agent that only counts its batches, on a pre-filled topic; batches taken with
+Faust's take_events, or straight from the agent's channel queue like the worker (streams.app.take_batch).
 
 The worker cannot be faster than this on the same machine; compare with bench_pipeline.py's (a) and (b).
 
@@ -32,14 +33,19 @@ app = faust.App("ceiling-%d" % time.time_ns(), broker="kafka://" + os.environ["C
 topic = app.topic("clicks", key_serializer="raw", value_serializer="raw", partitions=int(os.environ["CEIL_PARTITIONS"]))
 seen = {"n": 0, "t0": None}
 
-if os.environ.get("CEIL_LEAN") == "1":
-    @app.task
-    async def drop_monitor():
-        app.sensors.remove(app.monitor)  # Faust's per-message statistics sensor
+async def from_queue(stream, max_n, wait):
+    from streams.app import take_batch
+    while True:
+        events = await take_batch(stream.channel.queue, max_n, wait)
+        yield events
+        for ev in events:
+            ev.ack()
 
 @app.agent(topic)
 async def count(stream):
-    async for events in stream.take_events(512, within=float(os.environ["CEIL_WAIT"])):
+    wait = float(os.environ["CEIL_WAIT"])
+    batches = from_queue(stream, 512, wait) if os.environ["CEIL_QUEUE"] == "1" else stream.take_events(512, within=wait)
+    async for events in batches:
         seen["t0"] = seen["t0"] or time.perf_counter()
         seen["n"] += len(events)
         if seen["n"] >= n_target:
@@ -64,22 +70,25 @@ def main() -> None:
         asyncio.run(fill(cfg.bootstrap, "clicks", make_events(args.events, seed=1)))
         (work / "ceiling_app.py").write_text(APP)
         rates = {}
-        for lean in (False, True) * args.repeat:  # alternated, so drift on a noisy box hits both alike
+        for queue in (False, True) * args.repeat:  # alternated, so drift on a noisy box hits both alike
             env = {**os.environ, "CEIL_EVENTS": str(args.events), "CEIL_BOOTSTRAP": cfg.bootstrap,
-                   "CEIL_PARTITIONS": str(PARTITIONS), "CEIL_WAIT": str(args.max_wait), "CEIL_LEAN": str(int(lean))}
+                   "CEIL_PARTITIONS": str(PARTITIONS), "CEIL_WAIT": str(args.max_wait), "CEIL_QUEUE": str(int(queue)),
+                   "PYTHONPATH": str(REPO)}
             done = subprocess.run([sys.executable, str(work / "ceiling_app.py"), "worker", "-l", "warn"],
                                   env=env, capture_output=True, text=True, timeout=600)
             out = done.stdout + done.stderr  # Faust's worker routes print() through its logging
             rate = next((float(line.split()[-1]) for line in out.splitlines() if "RATE" in line), None)
             if rate is None:
                 print(out[-3000:])
-            rates.setdefault(lean, []).append(rate or float("nan"))
+            rates.setdefault(queue, []).append(rate or float("nan"))
     finally:
         local_broker.stop(cfg)
     print("| case | events/s (each run) |\n|---|---|")
-    for lean, label in ((False, "default sensors"), (True, "without Faust's Monitor sensor")):
-        runs = ", ".join(f"{r:,.0f}" for r in rates[lean])
-        print(f"| empty Faust agent, take_events(512, within={args.max_wait * 1000:.0f} ms), {label} | {runs} |")
+    window = f"{args.max_wait * 1000:.0f} ms"
+    for queue, label in ((False, f"stream.take_events(512, within={window})"),
+                         (True, f"take_batch(queue, 512, max_wait={window}), as the worker")):
+        runs = ", ".join(f"{r:,.0f}" for r in rates[queue])
+        print(f"| empty Faust agent, {label} | {runs} |")
 
 
 if __name__ == "__main__":
