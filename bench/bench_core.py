@@ -1,0 +1,65 @@
+"""The worker's pure core alone (streams.pipeline.Pipeline.process, no Kafka, no Faust): simulated clicks
+in micro-batches, each user's state encoded and decoded between batches like the worker's table does.
+
+    .venv/bin/python bench/bench_core.py                      # 60k clicks, batches of 2000
+    .venv/bin/python bench/bench_core.py --code /tmp/old      # the same benchmark on another checkout's code
+
+`--code` puts another checkout (e.g. `git worktree add /tmp/old <commit>`) first on the import path, so
+two versions are compared with one benchmark; run them back to back, the machine is noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=60_000)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--code", type=Path, default=REPO, help="checkout whose models/, schemas/, streams/ to time")
+    args = ap.parse_args()
+    sys.path.insert(0, str(args.code.resolve()))
+
+    import torch
+
+    from models.simulator import SimConfig, simulate
+    from models.state import UserState
+    from schemas.codec import encode_click
+    from streams.pipeline import Pipeline, Record
+    from streams.scorer import Scorer
+
+    torch.set_num_threads(1)
+    clicks = []
+    for ev, _p in simulate(SimConfig(n_users=max(100, args.events // 9), n_days=4, seed=3)):
+        clicks.append(ev)
+        if len(clicks) == args.events:
+            break
+    records = [Record(e.user_id.encode(), encode_click(e), "clickstream", hash(e.user_id) % 6, i, 0.0)
+               for i, e in enumerate(clicks)]
+    pipeline = Pipeline(Scorer.load(device="cpu"))
+    rates = []
+    for _ in range(args.repeat):
+        table: dict[str, bytes] = {}
+
+        def load(user_id: str, _rec) -> UserState | None:
+            data = table.get(user_id)
+            return UserState.from_bytes(data) if data is not None else None
+
+        started = time.perf_counter()
+        for i in range(0, len(records), args.batch):
+            result = pipeline.process(records[i:i + args.batch], load)
+            for user_id, state in result.states.items():
+                table[user_id] = state.to_bytes()
+        rates.append(len(records) / (time.perf_counter() - started))
+    print(f"code {args.code}: {len(records):,} clicks in batches of {args.batch}: "
+          + ", ".join(f"{r:,.0f}" for r in rates) + " events/s (best %s)" % f"{max(rates):,.0f}")
+
+
+if __name__ == "__main__":
+    main()
