@@ -53,10 +53,9 @@ async def take_batch(queue: asyncio.Queue, max_batch: int, max_wait: float) -> l
     """A micro-batch straight from the agent's channel: the first event to arrive, then whatever else is
     queued, up to `max_batch`; when the queue runs dry, wait once for `max_wait` and take what came.
 
-    max_wait 0 is greedy batching: a batch is what queued up while the previous one was processed, so
-    batches are small at low load (low latency) and large at saturation (cheap per event), with no timer.
-    Faust's stream.take_events(max, within) fills its buffer only while the agent is idle and costs a
-    coroutine switch per event (streams/app.py's history in docs/BENCHMARKS.md).
+    Unlike Faust's stream.take_events, it leaves the acks to the caller, which defers them to the batch's
+    delivery (see `deliver`). max_wait 0 takes only what is queued, which measured slower: Faust's consumer
+    refills the queue only while the agent waits, so batches stayed small (docs/BENCHMARKS.md, issue 6).
     """
     batch = [await queue.get()]
     lingered = max_wait <= 0

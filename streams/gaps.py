@@ -110,7 +110,7 @@ def acknowledge_through(consumer, processed: dict[tuple[str, int], tuple[int, in
     record froze that partition's commits for the rest of the worker's life, and the next failover
     re-delivered everything since. Every offset up to the last one processed *has* been processed (by this
     worker, by an earlier owner, or read back by find_gaps), so acking them is safe. `in_flight` are the
-    batch's own Faust events (topic, partition, offset): take_events acks those itself. `checked_through`
+    batch's own Faust events (topic, partition, offset): the agent acks those itself. `checked_through`
     remembers how far each partition was covered already, so each offset is looked at once (the caller
     empties it on a rebalance). Returns the number of offsets acked here.
     """

@@ -47,7 +47,7 @@ def test_everything_processed_through_the_batch_is_acked_except_the_batchs_own_e
 
     consumer = _FakeConsumer({TP("c", 0): 10})
     consumer._acked_index[TP("c", 0)].add(11)  # already acked by Faust
-    # partition 0 processed through 15; the batch's own events 14, 15 are acked by take_events itself
+    # partition 0 processed through 15; the batch's own events 14, 15 are acked by the agent itself
     checked: dict = {}
     # partition 1 has no committed offset yet: acked from the batch's first offset (1, read back by find_gaps)
     n = acknowledge_through(consumer, {("c", 0): (14, 15), ("c", 1): (1, 3)},
@@ -58,7 +58,7 @@ def test_everything_processed_through_the_batch_is_acked_except_the_batchs_own_e
     n = acknowledge_through(consumer, {("c", 0): (16, 18)}, {("c", 0, 18)}, checked)
     assert consumer.acked == [("c", 0, 16), ("c", 0, 17)] and n == 2
     # Faust set the committed offset back (a seek after a rebalance): start over from it
-    consumer._acked_index[TP("c", 0)].update({14, 15, 18})  # the batches' own events, acked by take_events
+    consumer._acked_index[TP("c", 0)].update({14, 15, 18})  # the batches' own events, acked by the agent
     consumer.acked.clear()
     consumer._committed_offset[TP("c", 0)] = 5
     acknowledge_through(consumer, {("c", 0): (19, 19)}, {("c", 0, 19)}, checked)
