@@ -23,6 +23,7 @@ from .gaps import (acknowledge_through, decode_progress, encode_progress, find_g
                    progress_key, read_range)
 from .pipeline import Pipeline, Record
 from .scorer import Scorer
+from . import fast_drain
 from .durable_table import DurableTable
 from .settings import Settings, faust_security
 from .user_cache import UserCache
@@ -121,6 +122,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     users_lock = asyncio.Lock()  # the scoring agent's load→write of user states vs. the erasure agent
     # Metrics, /health /ready /metrics /dashboard, model hot swap, pseudonymization, erasure agent.
     ops = install_ops(app, settings, users, state, event_context, on_erased=cache.forget, users_lock=users_lock)
+
+    @app.task
+    async def lighten_consumer() -> None:
+        fast_drain.install(app.consumer)  # no four tasks per consumed message (streams/fast_drain.py)
 
     @app.task
     async def load_model() -> None:
