@@ -1,5 +1,6 @@
 """Faust's own ceiling: an agent that only counts its batches, on a pre-filled topic; batches taken with
-Faust's take_events, or straight from the agent's channel queue like the worker (streams.app.take_batch).
+Faust's take_events, or like the worker: straight from the agent's channel queue (streams.app.take_batch)
+with Faust's per-message hand-over lightened (streams/fast_drain.py).
 
 The worker cannot be faster than this on the same machine; compare with bench_pipeline.py's (a) and (b).
 
@@ -32,6 +33,12 @@ app = faust.App("ceiling-%d" % time.time_ns(), broker="kafka://" + os.environ["C
                 consumer_auto_offset_reset="earliest", broker_max_poll_records=2000, stream_buffer_maxsize=4096)
 topic = app.topic("clicks", key_serializer="raw", value_serializer="raw", partitions=int(os.environ["CEIL_PARTITIONS"]))
 seen = {"n": 0, "t0": None}
+
+if os.environ["CEIL_QUEUE"] == "1":
+    @app.task
+    async def lighten_consumer():
+        from streams import fast_drain
+        fast_drain.install(app.consumer)
 
 async def from_queue(stream, max_n, wait):
     from streams.app import take_batch
@@ -86,7 +93,7 @@ def main() -> None:
     print("| case | events/s (each run) |\n|---|---|")
     window = f"{args.max_wait * 1000:.0f} ms"
     for queue, label in ((False, f"stream.take_events(512, within={window})"),
-                         (True, f"take_batch(queue, 512, max_wait={window}), as the worker")):
+                         (True, f"take_batch(queue, 512, max_wait={window}) + fast_drain, as the worker")):
         runs = ", ".join(f"{r:,.0f}" for r in rates[queue])
         print(f"| empty Faust agent, {label} | {runs} |")
 
