@@ -35,7 +35,7 @@ import numpy as np
 from models.history import DEVICE_SLOTS, device_index
 from models.history import INPUT_NAMES as HISTORY_INPUT_NAMES
 from models.history import N_INPUTS as N_HISTORY_INPUTS
-from models.history import EMPTY_FINISHED, history_inputs, history_inputs_rows
+from models.history import EMPTY_FINISHED, history_inputs_rows
 from models.ids import bucket
 from models.windows import DEFAULT_HORIZONS, N_VALUES, Horizon, window_feature_names
 from schemas.events import EVENT_TYPE_INDEX, N_EVENT_TYPES
@@ -274,9 +274,7 @@ def _rolling_rows(wf: np.ndarray, own: np.ndarray | None, devices: Sequence[int]
 
 def _history_rows(histories: Sequence[np.ndarray | None]) -> np.ndarray:
     """history_inputs of each click's Step.history. That is one array for all the clicks of a session,
-    so a batch computes each distinct one once, and a lone click (advance) reuses the last one's."""
-    if len(histories) == 1:
-        return _history_inputs_cached(histories[0])[None]
+    so a batch computes each distinct one once."""
     distinct: dict[int, int] = {}  # id(history) -> its row in `summaries`
     summaries, which = [], []
     for h in histories:
@@ -286,20 +284,6 @@ def _history_rows(histories: Sequence[np.ndarray | None]) -> np.ndarray:
             summaries.append(EMPTY_FINISHED if h is None else h)
         which.append(row)
     return history_inputs_rows(np.array(summaries, dtype=np.float64))[which]
-
-
-_last_history: list = [None, history_inputs(None)]  # [the finished array, its inputs]
-
-
-def _history_inputs_cached(history: np.ndarray | None) -> np.ndarray:
-    """history_inputs, computed once per session: Step.history is the same read-only array for every
-    click of a session (models.history builds a new one when a session closes), and holding it here
-    keeps its identity from being reused."""
-    if history is not None and history.flags.writeable:
-        return history_inputs(history)  # a caller's own mutable array: no caching
-    if history is not _last_history[0]:
-        _last_history[:] = [history, history_inputs(history)]
-    return _last_history[1]
 
 
 def session_events_upto(step: "Step") -> "list[RecentEvent]":

@@ -159,6 +159,14 @@ INPUT_NAMES: tuple[str, ...] = (
     + ("life.mean_log_gap", "life.log1p.cart_value_added", "life.log1p.purchase_amount")
 )
 N_INPUTS = len(INPUT_NAMES)
+_IN = {name: i for i, name in enumerate(INPUT_NAMES)}  # input column by name
+_IN_LOG1P_SCALARS = [_IN[n] for n in (  # the columns computed with math.log1p, one value at a time
+    "life.log1p.sessions", "life.log1p.sessions.purchase", "life.log1p.sessions.cart_no_purchase",
+    "life.log1p.sessions.checkout", "life.log1p.events_per_session", "life.log1p.cart_value_added",
+    "life.log1p.purchase_amount")]
+_IN_FRACTIONS = _IN["life.frac.purchase"]  # purchase, cart_no_purchase, checkout
+_IN_EVENTS = _IN[f"life.log1p.events.{EVENT_TYPES[0]}"]  # N_EVENT_TYPES columns
+_IN_DEVICES = _IN[f"life.frac.device.{DEVICE_SLOTS[0]}"]  # len(DEVICE_SLOTS) columns
 
 
 def history_inputs(finished: np.ndarray | None) -> np.ndarray:
@@ -183,7 +191,7 @@ def history_inputs_rows(finished: np.ndarray) -> np.ndarray:
     events = f[:, _F_EVENTS:_F_EVENTS + N_EVENT_TYPES]
     gaps = f[:, _F_GAPS]
     log1p = math.log1p
-    scalars = [  # per row: the inputs taken through math.log1p, in INPUT_NAMES order
+    scalars = [  # per row: the _IN_LOG1P_SCALARS columns
         [log1p(sessions), log1p(bought), log1p(carted), log1p(checkout), log1p(per_session),
          log1p(max(0.0, cart_value)), log1p(max(0.0, amount))]
         for sessions, bought, carted, checkout, per_session, cart_value, amount in zip(
@@ -192,11 +200,11 @@ def history_inputs_rows(finished: np.ndarray) -> np.ndarray:
             f[:, _F_PURCHASE_AMOUNT].tolist())
     ]
     vals = np.empty((len(f), N_INPUTS), dtype=np.float64)
-    vals[:, [0, 5, 6, 7, 16, 24, 25]] = scalars
-    vals[:, 1] = 1.0
-    vals[:, 2:5] = f[:, [_F_PURCHASE, _F_CART, _F_CHECKOUT]] / n
-    vals[:, 8:16] = np.log1p(events)
-    vals[:, 17:23] = f[:, _F_DEVICE:_F_DEVICE + len(DEVICE_SLOTS)] / n
-    vals[:, 23] = np.divide(f[:, _F_LOG_GAP], gaps, out=np.zeros(len(f)), where=gaps > 0)
+    vals[:, _IN_LOG1P_SCALARS] = scalars
+    vals[:, _IN["life.returning"]] = 1.0
+    vals[:, _IN_FRACTIONS:_IN_FRACTIONS + 3] = f[:, [_F_PURCHASE, _F_CART, _F_CHECKOUT]] / n
+    vals[:, _IN_EVENTS:_IN_EVENTS + N_EVENT_TYPES] = np.log1p(events)
+    vals[:, _IN_DEVICES:_IN_DEVICES + len(DEVICE_SLOTS)] = f[:, _F_DEVICE:_F_DEVICE + len(DEVICE_SLOTS)] / n
+    vals[:, _IN["life.mean_log_gap"]] = np.divide(f[:, _F_LOG_GAP], gaps, out=np.zeros(len(f)), where=gaps > 0)
     out[some] = vals
     return out
