@@ -99,7 +99,8 @@ def loggable(user_id: str) -> str:
 
 # ------------------------------------------------------------------------------------------ the worker side
 def install_erasure(app, settings, users, ops, event_context, on_erased=None, users_lock=None) -> None:
-    """An agent on the erasure topic: deletes the user's state, which writes the changelog tombstone."""
+    """An agent on the erasure topic: deletes the user's state, which writes the changelog tombstone
+    (`users` is a streams.durable_table.DurableTable)."""
     import contextlib
     import logging
 
@@ -123,6 +124,8 @@ def install_erasure(app, settings, users, ops, event_context, on_erased=None, us
                             outcome = "absent"
                         if on_erased is not None:
                             on_erased(key)  # e.g. the worker's decoded-state cache
+                    if outcome == "erased":
+                        await users.confirm_changelog()  # the tombstone is in Kafka before this request is acked
             ops.metrics.erasures.labels(outcome).inc()
             log.info("erasure request for %s on partition %s: %s", loggable(key or "?"), event.message.partition,
                      outcome)

@@ -149,6 +149,34 @@ def read_table_files(data_dir: Path, table: str = "users") -> dict[bytes, bytes]
     return merged
 
 
+def read_persisted_offsets(data_dir: Path, table: str = "users") -> dict[int, int]:
+    """partition -> the changelog offset a stopped worker's RocksDB table says it holds everything through."""
+    from rocksdict import AccessType, Rdict
+
+    offsets = {}
+    for path in sorted((data_dir / "v1" / "tables").glob(f"{table}-*.db")):
+        db = Rdict(str(path), access_type=AccessType.read_only())
+        try:
+            stored = db.get(b"__faust\x00offset__")
+            if stored is not None:
+                offsets[int(path.stem.rsplit("-", 1)[1])] = int(stored)
+        finally:
+            db.close()
+    return offsets
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """partition -> the topic's end offset (the next offset to be written)."""
+    from kafka import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        return {tp.partition: end for tp, end in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
 def commit_positions(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int | None, int]]:
     """partition -> (the group's committed offset, the end offset)."""
     from kafka import TopicPartition

@@ -13,8 +13,8 @@ from models.state import UserState
 from schemas.codec import encode_click
 from streams.topics import ensure_topics
 from tests.integration.helpers import (
-    Pipeline, collect, group_caught_up, read_changelog, read_table_files, read_to_end, rewind_group, start_worker, stop_worker,
-    tail, wait_until,
+    Pipeline, collect, end_offsets, group_caught_up, read_changelog, read_persisted_offsets, read_table_files,
+    read_to_end, rewind_group, start_worker, stop_worker, tail, wait_until,
 )
 
 
@@ -44,6 +44,9 @@ def test_state_restores_from_changelog_and_redelivery_changes_nothing(kafka_boot
     users = {e.user_id.encode() for e in events}
     assert set(logged) == users
     assert on_disk == logged  # the local RocksDB and its changelog agree
+    # ... and it records having all of the changelog, so a restart on this disk re-reads none of it.
+    assert read_persisted_offsets(data_dir) == {p: end - 1 for p, end in end_offsets(kafka_bootstrap, changelog).items()
+                                                if end > 0}
     for key, value in logged.items():
         state = UserState.from_bytes(value)
         assert state.user_id.encode() == key and state.session is not None
