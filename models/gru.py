@@ -4,9 +4,11 @@ Per event: embeddings of (type, item bucket, category bucket) + normalized numer
 Head: MLP on [GRU hidden, normalized rolling-window features] -> logit, then a fitted affine
 calibration (Platt scaling, identity until `train` fits it on validation data).
 
-Two paths over the same weights:
+Paths over the same weights:
 - `forward(cat, num, roll, lengths)`: the whole padded batch of sequences, for training/evaluation.
-- `step(cat, num, roll, h)`: one event per row given the previous hidden state, for streaming.
+- `step(cat, num, roll, h)`: one event per row given the previous hidden state (export, tests).
+- `run_packed(...)`: the worker's micro-batch, many sessions continued from their stored states by
+  different numbers of events, without padding.
 The GRU is causal, so the output at t never depends on padding after t; `lengths` is accepted for
 callers' clarity and used only to zero padded positions.
 Normalization statistics are buffers, so they are saved with the weights and featurization stays stateless.
@@ -17,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 
 @dataclass(frozen=True)
@@ -136,13 +139,17 @@ class IntentGRU(nn.Module):
         h_new = out[:, 0]                               # (B, H)
         return torch.sigmoid(self._head(h_new, roll)), h_new
 
-    def run(
-        self, cat: torch.Tensor, num: torch.Tensor, roll: torch.Tensor, h0: torch.Tensor
+    def run_packed(
+        self, cat: torch.Tensor, num: torch.Tensor, roll: torch.Tensor, h0: torch.Tensor,
+        batch_sizes: torch.Tensor, sorted_indices: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Continue B sessions by T events each from their states h0 (the worker's micro-batch path):
-        cat (B,T,3), num (B,T,Fn), roll (B,T,Fr), h0 (B,H) -> p (B,T), hidden states out (B,T,H)."""
-        out, _ = self.gru(self._gru_input(cat, num), h0.unsqueeze(0).contiguous())
-        return torch.sigmoid(self._head(out, roll)), out
+        """`run` for sequences of different lengths without padding: N rows in PackedSequence order
+        (time-major, sequences by decreasing length, `batch_sizes` (T,) on the cpu), h0 (B,H) in the
+        sequences' own order -> p (N,) in the rows' order, h_last (B,H) after each one's last event."""
+        packed = PackedSequence(self._gru_input(cat, num), batch_sizes, sorted_indices,
+                                torch.argsort(sorted_indices))
+        out, h_n = self.gru(packed, h0.unsqueeze(0).contiguous())
+        return torch.sigmoid(self._head(out.data, roll)), h_n[0]
 
     def hidden_from_inputs(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         """Hidden state after a run of events, cat (B,T,3), num (B,T,Fn) -> (B,H); rebuilds a

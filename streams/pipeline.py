@@ -6,7 +6,7 @@
       already applied? ──yes──► re-emit the stored intent byte-for-byte (DESIGN §4)
                  │ no
                  ▼ UserState.apply → features.step_values, per user in order (stack_inputs once per batch)
-      segments (a user's consecutive clicks of one session) → one padded Scorer.run → IntentEvent
+      segments (a user's consecutive clicks of one session) → one packed Scorer.run → IntentEvent
 
 The Faust shell (streams/app.py) only moves bytes between Kafka, the `users` table and this class,
 so everything here is unit-tested without a broker and reused by replay and the benchmarks.
@@ -194,9 +194,9 @@ class Pipeline:
     def _score(self, pending: dict[str, list[tuple[Record, ClickEvent]]], result: BatchResult) -> None:
         """Apply every new click to its user's state, then score them all in one batched GRU pass.
 
-        A user's consecutive clicks of one session form a *segment*: one row of a padded (B, T) batch
+        A user's consecutive clicks of one session form a *segment*: one sequence of a packed GRU batch
         that starts from the session's stored hidden state. So a user with 20 clicks in the batch costs
-        20 time steps of one row, not 20 separate GRU calls (equal to stepping one by one, tested).
+        20 time steps of one sequence, not 20 separate GRU calls (equal to stepping one by one, tested).
         """
         scorer = self.scorer
         segments: list[_Segment] = []
