@@ -156,8 +156,17 @@ async def drain_intents(bootstrap: str, topic: str, n: int, timeout_s: float) ->
     return n / (t_last - t_first), got
 
 
+LATENCY_PARTS = ("broker → worker batch", "batch → scored", "scored → intent published", "published → received")
+
+
 async def latency_at(bootstrap: str, clicks: str, intents: str, events, rate: float, seconds: float) -> tuple:
-    """Send at `rate` events/s for `seconds`; p50/p99 of click→intent in ms, and intents received."""
+    """Send at `rate` events/s for `seconds`; p50/p99 of click→intent in ms, intents received, clicks sent,
+    and (p50, p99) of each of LATENCY_PARTS.
+
+    The parts come from the worker's own timestamps in each intent (`scored_at`, `latency_ms` = scored
+    minus batch assembly) and the intent record's timestamp (set when the worker queued it for Kafka),
+    all wall clock on this one machine.
+    """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     consumer = AIOKafkaConsumer(intents, bootstrap_servers=bootstrap, group_id=f"lat-{time.time_ns()}",
@@ -166,20 +175,23 @@ async def latency_at(bootstrap: str, clicks: str, intents: str, events, rate: fl
     await consumer.start()
     await producer.start()
     await consumer.seek_to_end()
-    sent_at: dict[str, float] = {}
-    latencies: list[float] = []
+    sent_at: dict[str, float] = {}  # event id -> wall clock ms
+    rows: list[tuple[float, ...]] = []  # per intent: the LATENCY_PARTS, then the total
     n = min(len(events), int(rate * seconds))
     stop = asyncio.Event()
 
     async def receive() -> None:
-        while not stop.is_set() or len(latencies) < len(sent_at):
+        while not stop.is_set() or len(rows) < len(sent_at):
             batches = await consumer.getmany(timeout_ms=100)
-            now = time.perf_counter()
+            now = time.time() * 1000
             for records in batches.values():
                 for r in records:
-                    t = sent_at.get(orjson.loads(r.value)["event_id"])
+                    intent = orjson.loads(r.value)
+                    t = sent_at.get(intent["event_id"])
                     if t is not None:
-                        latencies.append((now - t) * 1000)
+                        arrived = intent["scored_at"] - intent["latency_ms"]
+                        rows.append((arrived - t, intent["latency_ms"], r.timestamp - intent["scored_at"],
+                                     now - r.timestamp, now - t))
             if stop.is_set() and time.perf_counter() - t_end > 10:
                 return
 
@@ -189,15 +201,16 @@ async def latency_at(bootstrap: str, clicks: str, intents: str, events, rate: fl
         delay = t0 + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        sent_at[ev.event_id] = time.perf_counter()
+        sent_at[ev.event_id] = time.time() * 1000
         await producer.send(clicks, key=ev.user_id.encode(), value=encode_click(ev))
     t_end = time.perf_counter()
     stop.set()
     await receiver
     await producer.stop()
     await consumer.stop()
-    lat = np.array(latencies)
-    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), len(lat), n
+    lat = np.array(rows)
+    p50, p99 = np.percentile(lat, 50, axis=0), np.percentile(lat, 99, axis=0)
+    return float(p50[-1]), float(p99[-1]), len(lat), n, list(zip(p50[:-1].tolist(), p99[:-1].tolist()))
 
 
 def changelog_records(bootstrap: str, topic: str) -> int:
@@ -279,7 +292,8 @@ def main() -> None:
     ap.add_argument("--rates", default=",".join(map(str, RATES)))
     ap.add_argument("--seconds", type=float, default=LATENCY_SECONDS)
     ap.add_argument("--model", default=None, help="model artifact dir (default: shipped model)")
-    ap.add_argument("--max-batch", type=int, default=None)
+    ap.add_argument("--throughput-max-batches", default="512,4096",
+                    help="one saturation run per value; the first is the worker's default (used again for latency)")
     ap.add_argument("--producer-linger-ms", type=int, default=None, help="worker setting (default: the worker's)")
     ap.add_argument("--throughput-max-wait", type=float, default=0.05, help="seconds, for the saturation run")
     ap.add_argument("--latency-max-wait", type=float, default=0.005, help="seconds, for the fixed-load runs")
@@ -305,47 +319,55 @@ def main() -> None:
         rows.append(("(a) bare aiokafka consume→produce", f"{bare:,.0f} events/s", "-"))
         print(rows[-1], flush=True)
 
-        def start_worker(max_wait: float) -> tuple[subprocess.Popen, int]:
+        def start_worker(max_wait: float, max_batch: int | None = None, app_id: str = "bench",
+                         intents: str = "intents") -> tuple[subprocess.Popen, int]:
             port = local_broker.free_port_pair()
-            cmd = [sys.executable, "-m", "streams.cli", "worker", "--bootstrap", bs, "--app-id", "bench",
-                   "--topics", "clicks", "--partitions", str(PARTITIONS), "--data-dir", str(work / "worker"),
-                   "--web-port", str(port), "--max-wait", str(max_wait)]
+            cmd = [sys.executable, "-m", "streams.cli", "worker", "--bootstrap", bs, "--app-id", app_id,
+                   "--topics", "clicks", "--intents-topic", intents, "--partitions", str(PARTITIONS),
+                   "--data-dir", str(work / app_id), "--web-port", str(port), "--max-wait", str(max_wait)]
             if args.model:
                 cmd += ["--model", args.model]
-            if args.max_batch:
-                cmd += ["--max-batch", str(args.max_batch)]
+            if max_batch:
+                cmd += ["--max-batch", str(max_batch)]
             if args.producer_linger_ms is not None:
                 cmd += ["--producer-linger-ms", str(args.producer_linger_ms)]
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=open(work / "worker.log", "ab"), stderr=subprocess.STDOUT)
             return proc, port
 
-        # Throughput config: a longer batching window lets micro-batches grow to hundreds of clicks.
-        worker, port = start_worker(args.throughput_max_wait)
-        spy = None
-        if args.profile:
-            wait_ready(port)  # sample the steady state, not imports and table recovery
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker.pid),
-                                    "--rate", "200", "--format", "raw", "--output", str(work / "worker.stacks")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        piped, _ = asyncio.run(drain_intents(bs, "intents", len(events), timeout_s=900))
-        if spy is not None:
-            spy.send_signal(2)  # SIGINT: py-spy writes its samples and exits
-            spy.wait(timeout=60)
-            print(profile_summary(work / "worker.stacks"), flush=True)
-        rows.append((f"(b) intentstream worker (max_wait {args.throughput_max_wait * 1000:.0f} ms)",
-                     f"{piped:,.0f} events/s", f"≥ 20,000/s and ≥ 50% of (a): {piped / bare:.0%}"))
-        print(rows[-1], flush=True)
-        worker.terminate()
-        worker.wait(timeout=60)
-        worker = None
+        # Throughput config: a longer batching window lets micro-batches grow to hundreds of clicks; each
+        # max_batch gets a worker of its own (own group, table and intents topic) over the same clicks.
+        max_batches = [int(b) for b in args.throughput_max_batches.split(",")]
+        rates = []
+        for i, max_batch in enumerate(max_batches):
+            app_id, intents = ("bench", "intents") if i == 0 else (f"bench-mb{max_batch}", f"intents-mb{max_batch}")
+            ensure_topics(bs, {intents: PARTITIONS})
+            worker, port = start_worker(args.throughput_max_wait, max_batch, app_id, intents)
+            spy = None
+            if args.profile and i == 0:
+                wait_ready(port)  # sample the steady state, not imports and table recovery
+                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker.pid),
+                                        "--rate", "200", "--format", "raw", "--output", str(work / "worker.stacks")],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            rate, _ = asyncio.run(drain_intents(bs, intents, len(events), timeout_s=900))
+            rates.append(rate)
+            if spy is not None:
+                spy.send_signal(2)  # SIGINT: py-spy writes its samples and exits
+                spy.wait(timeout=60)
+                print(profile_summary(work / "worker.stacks"), flush=True)
+            rows.append((f"(b) intentstream worker (max_wait {args.throughput_max_wait * 1000:.0f} ms, max_batch {max_batch})",
+                         f"{rate:,.0f} events/s", f"≥ 20,000/s and ≥ 50% of (a): {rate / bare:.0%}"))
+            print(rows[-1], flush=True)
+            worker.terminate()
+            worker.wait(timeout=60)
+            worker = None
         if not args.only_throughput:
             # Latency config: the default 5 ms window. Its state dir starts empty, so this start also
             # measures restoring the users table from its changelog.
             import shutil
 
-            shutil.rmtree(work / "worker")
+            shutil.rmtree(work / "bench")
             t_restore = time.perf_counter()
-            worker, port = start_worker(args.latency_max_wait)
+            worker, port = start_worker(args.latency_max_wait, max_batches[0])
             wait_ready(port)
             restore_s = time.perf_counter() - t_restore
             n_changelog = changelog_records(bs, "bench-users-changelog")
@@ -356,16 +378,19 @@ def main() -> None:
 
             naive = asyncio.run(naive_loop(bs, "clicks", "naive-out", args.naive_events, args.model))
             rows.append(("(c) naive: per event, full-session GRU", f"{naive:,.0f} events/s",
-                         f"(b)/(c) = {piped / naive:.1f}× (target ≥ 10×)"))
+                         " ".join(f"(b, max_batch {mb})/(c) = {r / naive:.1f}×;" for mb, r in zip(max_batches, rates))
+                         + " target ≥ 10×"))
             print(rows[-1], flush=True)
 
             fresh = make_events(int(max(map(float, args.rates.split(","))) * args.seconds) + 10, seed=2)
             for rate in map(float, args.rates.split(",")):
                 batch = [dataclasses.replace(e, event_id=f"lat{int(rate)}-{e.event_id}") for e in fresh]
-                p50, p99, got, sent = asyncio.run(latency_at(bs, "clicks", "intents", batch, rate, args.seconds))
+                p50, p99, got, sent, parts = asyncio.run(latency_at(bs, "clicks", "intents", batch, rate, args.seconds))
                 rows.append((f"latency at {rate:,.0f} events/s", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({got}/{sent})",
                              "p50 ≤ 10 ms, p99 ≤ 50 ms at 5k/s"))
                 print(rows[-1], flush=True)
+                for name, (part50, part99) in zip(LATENCY_PARTS, parts):
+                    rows.append((f"  … {name}", f"p50 {part50:.1f} ms, p99 {part99:.1f} ms", "-"))
     finally:
         if worker is not None:
             worker.terminate()

@@ -118,7 +118,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         producer_max_batch_size=1024 * 1024,
         broker_max_poll_records=2000,
         broker_commit_every=2000,
-        stream_buffer_maxsize=max(4096, 4 * settings.max_batch),
+        # Faust's consumer waits whenever the agent's queue is full. With Faust's default of 4096 the worker
+        # measured 7.1k events/s, with 16,384 9.2k (max_batch 512, docs/BENCHMARKS.md); ~1 KiB an event.
+        stream_buffer_maxsize=max(16_384, 4 * settings.max_batch),
         Table=DurableTable,  # changelog writes that can be awaited (streams/durable_table.py)
         **faust_security(settings.extra),
     )
