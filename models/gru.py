@@ -143,9 +143,10 @@ class IntentGRU(nn.Module):
         self, cat: torch.Tensor, num: torch.Tensor, roll: torch.Tensor, h0: torch.Tensor,
         batch_sizes: torch.Tensor, sorted_indices: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`run` for sequences of different lengths without padding: N rows in PackedSequence order
-        (time-major, sequences by decreasing length, `batch_sizes` (T,) on the cpu), h0 (B,H) in the
-        sequences' own order -> p (N,) in the rows' order, h_last (B,H) after each one's last event."""
+        """Continue B sessions from their states h0 (B,H) by different numbers of events, without padding
+        (the worker's micro-batch path; streams.scorer.packed_order lays the rows out): N rows in
+        PackedSequence order (time-major, sessions by decreasing length; `batch_sizes` (T,) on the cpu)
+        -> p (N,) in that row order, h_last (B,H) after each session's last event, in the sessions' order."""
         packed = PackedSequence(self._gru_input(cat, num), batch_sizes, sorted_indices,
                                 torch.argsort(sorted_indices))
         out, h_n = self.gru(packed, h0.unsqueeze(0).contiguous())
