@@ -292,7 +292,7 @@ def main() -> None:
     ap.add_argument("--rates", default=",".join(map(str, RATES)))
     ap.add_argument("--seconds", type=float, default=LATENCY_SECONDS)
     ap.add_argument("--model", default=None, help="model artifact dir (default: shipped model)")
-    ap.add_argument("--throughput-max-batches", default="512,4096",
+    ap.add_argument("--throughput-max-batches", default="2048,512,4096",
                     help="one saturation run per value; the first is the worker's default (used again for latency)")
     ap.add_argument("--producer-linger-ms", type=int, default=None, help="worker setting (default: the worker's)")
     ap.add_argument("--throughput-max-wait", type=float, default=0.05, help="seconds, for the saturation run")
