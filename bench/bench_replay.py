@@ -154,7 +154,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--users", type=int, default=USERS)
     p.add_argument("--days", type=int, default=DAYS)
-    p.add_argument("--replay-batch", type=int, default=2048)
+    p.add_argument("--replay-batch", type=int, default=4096)
     p.add_argument("--failover-users", type=int, default=FAILOVER_USERS)
     p.add_argument("--failover-rate", type=float, default=FAILOVER_RATE)
     p.add_argument("--session-timeout", type=float, default=SESSION_TIMEOUT)

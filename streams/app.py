@@ -6,7 +6,6 @@ Kafka, the RocksDB-backed table and the pipeline, once per micro-batch.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import time
@@ -22,7 +21,7 @@ from models.state import UserState
 
 from .gaps import (acknowledge_through, decode_progress, encode_progress, find_gaps, log_start_offsets,
                    progress_key, read_range)
-from .pipeline import Pipeline, Record
+from .pipeline import Pipeline, Record, settle_gc
 from .scorer import Scorer
 from . import fast_drain
 from .batched_send import publish
@@ -80,21 +79,6 @@ def partition_bounds(records: list[Record]) -> dict[tuple[str, int], tuple[Recor
         tp = (r.topic, r.partition)
         bounds[tp] = (bounds[tp][0], r) if tp in bounds else (r, r)
     return bounds
-
-
-def settle_gc() -> None:
-    """Fewer and cheaper cyclic collections, once the worker's long-lived objects exist.
-
-    Faust hands each message over in several tracked objects (Message, Event, futures). With Python's
-    default thresholds (700, 10, 10) that sets off a young collection every hundred-odd messages, and
-    the older generations hold everything loaded at startup (faust, torch, the model), which later
-    collections walk again and again. Freezing moves those out of the collector's sight; a higher first
-    threshold makes young collections rare. +9% events/s in bench/bench_pipeline.py (docs/BENCHMARKS.md).
-    Cycles are still collected, only less often.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:

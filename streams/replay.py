@@ -52,7 +52,7 @@ class ReplayConfig:
     to_time_ms: int | None = None  # stop before the first record with timestamp >= this
     model_dir: Path | None = None
     device: str = "auto"
-    max_batch: int = 2048
+    max_batch: int = 4096  # records per batch; larger than the worker's: a backfill is always backlogged
     max_rate: float = 0.0  # events/s; 0 = as fast as it goes (a backfill can starve live traffic)
     max_message_bytes: int = 65_536
     progress: str = "auto"  # auto (bar on a terminal, log lines otherwise) | bar | log | off
@@ -251,7 +251,8 @@ async def replay(config: ReplayConfig, scorer=None) -> ReplayResult:
 
     from models.state import UserState
 
-    from .pipeline import Pipeline, Record
+    from .batched_send import publish
+    from .pipeline import Pipeline, Record, settle_gc
     from .privacy import Pseudonymizer
     from .scorer import Scorer
     from .topics import ensure_topics
@@ -285,17 +286,18 @@ async def replay(config: ReplayConfig, scorer=None) -> ReplayResult:
         n_parts = max(int(k.rsplit("/", 1)[1]) for k in plan) + 1
         ensure_topics(config.bootstrap, {config.output: n_parts, config.dlq: 1})
 
-        async def send(outbox: dict) -> None:
-            futures = [await producer.send(config.output, key=uid.encode(), value=v.encode())
-                       for uid, v in outbox["intents"]]
+        async def send(outbox: dict) -> list[asyncio.Future]:
+            """Queue the outbox's records; the futures resolve once the broker acknowledged them."""
+            # One producer batch per partition (streams/batched_send.py), not one send per intent.
+            futures = [fut for _p, _n, fut in await publish(producer, config.output,
+                                                             [(None, uid.encode(), v.encode()) for uid, v in outbox["intents"]])]
             futures += [await producer.send(config.dlq, key=base64.b64decode(k) if k else None, value=v.encode())
                         for k, v in outbox["dlq"]]
-            if futures:
-                await asyncio.gather(*futures)  # acked before the outbox is dropped
+            return futures
 
         pending = store.get_json(_OUTBOX)
         if pending is not None:  # crashed between the state write and the acks: send that batch again
-            await send(pending)
+            await asyncio.gather(*await send(pending))
             result.resent = len(pending["intents"]) + len(pending["dlq"])
             store.clear_outbox()
             log.info("replay %s: re-sent %d records of the batch in flight at the crash", config.name, result.resent)
@@ -315,6 +317,7 @@ async def replay(config: ReplayConfig, scorer=None) -> ReplayResult:
         pseudonymize = Pseudonymizer(config.pseudonym_key) if config.pseudonym_key else None
         pipeline = Pipeline(scorer or Scorer.load(config.model_dir, config.device), config.max_message_bytes,
                             pseudonymize=pseudonymize)
+        settle_gc()
 
         def load_state(user_id: str, _rec: Record) -> UserState | None:
             raw = store.user(user_id)
@@ -350,7 +353,7 @@ async def replay(config: ReplayConfig, scorer=None) -> ReplayResult:
                 out = pipeline.process(records, load_state)
                 outbox = _outbox(out)
                 store.commit_batch(out.states, positions, outbox)
-                await send(outbox)
+                await asyncio.gather(*await send(outbox))  # acked before the outbox is dropped
                 store.clear_outbox()
                 result.intents += len(out.intents)
                 result.dead_letters += len(out.dead_letters)
@@ -418,7 +421,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to-time", help="stop before this record time (default: the end offsets at start)")
     p.add_argument("--model", type=Path, help="model artifact dir (default: shipped model)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--max-batch", type=int, default=2048)
+    p.add_argument("--max-batch", type=int, default=4096)
     p.add_argument("--max-rate", type=float, default=0.0, help="events/s cap (0 = unlimited)")
     p.add_argument("--progress", choices=["auto", "bar", "log", "off"], default="auto")
     p.add_argument("--fresh", action="store_true", help="forget stored progress and state, start over")
