@@ -3,7 +3,8 @@
 Each user's clicks are replayed in (ts, event_id) order through the same `UserState.apply` +
 `features.step_values` / `stack_inputs` the streaming worker uses, so training inputs are exactly serving
 inputs. Sessions are cut at their first purchase: the purchase and everything after it are excluded, and
-every remaining prefix is labelled 1 if a purchase followed in that session. A session that opens with a purchase has no prefix and is dropped.
+every remaining prefix is labelled 1 if a purchase followed in that session. A session that opens with a
+purchase has no prefix and is dropped.
 Events after a cut still pass through the state (they move the user's rolling windows for later sessions).
 """
 from __future__ import annotations

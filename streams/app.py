@@ -314,7 +314,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             try:
                 events = await take_batch(queue, settings.max_batch, settings.max_wait)
             except StopAsyncIteration:  # how Faust ends a channel's readers when the worker stops
-                if in_flight:  # publish the last batches, so a clean stop leaves nothing to re-emit
+                if in_flight:  # deliver the last batches before stopping (the next owner still re-emits
+                    # them: the progress records only learn of a delivery with a later batch)
                     await asyncio.wait(in_flight, timeout=10.0)
                 return
             pipeline = state.get("pipeline")
