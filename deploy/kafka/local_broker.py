@@ -10,6 +10,7 @@ import argparse
 import base64
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -233,15 +234,47 @@ def stop(cfg: BrokerConfig, timeout_s: float = 30.0) -> bool:
     return True
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()  # ports this process already returned (with their +1): never twice
+
+
+def _ephemeral_ports() -> range:
+    """The ports the OS gives to outgoing connections (Linux's default when it cannot be read)."""
+    try:
+        lo, hi = map(int, _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    return range(lo, hi + 1)
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker's listener does
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port_pair() -> int:
-    """A port p such that p and p+1 are free (broker and controller listeners)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65000 and not _port_open(port) and not _port_open(port + 1):
+    """A port p such that p and p+1 are free (broker and controller listeners).
+
+    Chosen outside the OS's ephemeral range: a port from inside it (what binding to port 0 returns) can
+    be given to any client connection between this check and the broker's bind, and on a busy test run
+    one was ("Address already in use" for the controller port; the broker never came up).
+    """
+    ephemeral = _ephemeral_ports()
+    below = range(10_000, ephemeral.start - 1)
+    candidates = below if len(below) >= 1000 else range(ephemeral.stop, 65_000)
+    for _ in range(200):
+        port = random.choice(candidates)
+        if port in _handed_out or port + 1 in _handed_out or port - 1 in _handed_out:
+            continue
+        if _can_bind(port) and _can_bind(port + 1) and not _port_open(port) and not _port_open(port + 1):
+            _handed_out.update((port, port + 1))
             return port
-    raise RuntimeError("no free port pair found")
+    raise RuntimeError(f"no free port pair found in {candidates}")
 
 
 # ---------------------------------------------------------------- CLI

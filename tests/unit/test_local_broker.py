@@ -14,3 +14,12 @@ def test_cluster_id_never_starts_with_a_dash():
         cluster_id = local_broker.new_cluster_id()
     assert not cluster_id.startswith("-")
     assert len(cluster_id) == 22 and base64.urlsafe_b64decode(cluster_id + "==") == uuid.UUID(int=1).bytes
+
+
+def test_free_port_pairs_avoid_the_ephemeral_range_and_each_other():
+    ephemeral = local_broker._ephemeral_ports()
+    ports = [local_broker.free_port_pair() for _ in range(20)]
+    taken = [p for port in ports for p in (port, port + 1)]
+    assert len(set(taken)) == len(taken)  # no pair overlaps another
+    assert not any(p in ephemeral for p in taken)  # no client connection can be given one of them
+    assert all(local_broker._can_bind(p) for p in taken)
