@@ -4,7 +4,7 @@ last emitted intents.
 `UserState.apply` is the only way a click changes state; it refuses an offset that was already applied
 (callers check `is_applied` first and re-emit the remembered intent instead), so a re-delivered click
 can never count twice. `to_bytes`/`from_bytes` give a compact, versioned binary record (the value of
-the Faust `users` table); see `_encode_v2` for the layout and `_DECODERS` for how older versions load.
+the Faust `users` table); see the `record layout` comments for the layouts and `_DECODERS` for how older versions load.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from schemas.frozen import fast_constructor
 log = logging.getLogger(__name__)
 
 MAGIC = b"iS"  # first bytes of every user state record
-VERSION = 2  # the layout to_bytes writes (v2 = v1 + lifetime history; v1 records still load)
+VERSION = 3  # the layout to_bytes writes (v2 = v1 + lifetime history, v3 = v2 with columnar intents)
 MAX_INTENTS = 4
 
 _F64 = struct.Struct("<d")
@@ -168,7 +168,7 @@ class UserState:
     def to_bytes(self) -> bytes:
         out = bytearray(MAGIC)
         out.append(VERSION)
-        _encode_v2(self, out)
+        _encode_v3(self, out)
         return bytes(out)
 
     @classmethod
@@ -242,7 +242,34 @@ def _get_f32s(data: memoryview, pos: int, n: int) -> tuple[list[float], int]:
     return arr.tolist(), pos + 4 * n
 
 
-def _encode_v1(state: UserState, out: bytearray) -> None:
+def _put_f64s(out: bytearray, values: list[float]) -> None:
+    arr = array("d", values)
+    if sys.byteorder == "big":
+        arr.byteswap()
+    out += arr.tobytes()
+
+
+def _get_f64s(data: memoryview, pos: int, n: int) -> tuple[list[float], int]:
+    arr = array("d")
+    if pos + 8 * n > len(data):
+        raise ValueError("truncated float column")
+    arr.frombytes(data[pos:pos + 8 * n])
+    if sys.byteorder == "big":
+        arr.byteswap()
+    return arr.tolist(), pos + 8 * n
+
+
+def _get_strs(data: memoryview, pos: int) -> tuple[list[str], int]:
+    n, pos = get_uvarint(data, pos)
+    strings = []
+    for _ in range(n):
+        text, pos = _get_str(data, pos)
+        strings.append(text)
+    return strings, pos
+
+
+def _encode_head(state: UserState, out: bytearray) -> None:
+    """Every field before the intents (the same in v1, v2 and v3)."""
     _put_str(out, state.user_id)
     out += state.windows.to_bytes()
     put_uvarint(out, len(state.applied))
@@ -297,24 +324,13 @@ def _encode_v1(state: UserState, out: bytearray) -> None:
             if present & _QUANTITIES:
                 put_array(out, qtys, signed=True)
 
-    strings: dict[str, int] = {}
-    for it in state.recent_intents:
-        strings.setdefault(it.source, len(strings))
-        strings.setdefault(it.model_version, len(strings))
-    put_uvarint(out, len(strings))
-    for text in strings:
-        _put_str(out, text)
-    put_uvarint(out, len(state.recent_intents))
-    for it in state.recent_intents:
-        out += _INTENT.pack(it.offset, it.scored_at, it.p_purchase, it.latency_ms, it.cart_value, it.session_events)
-        put_uvarint(out, strings[it.source])
-        put_uvarint(out, strings[it.model_version])
-        put_uvarint(out, len(it.recent_counts))
-        put_array(out, list(it.recent_counts))
 
 
-def _decode_v1_body(data: memoryview, pos: int, config: StateConfig) -> tuple[UserState, int]:
-    """The v1 fields (also the start of a v2 record); returns the state and the position after them."""
+def _decode_v1_body(data: memoryview, pos: int, config: StateConfig,
+                    read_intents=None) -> tuple[UserState, int]:
+    """The v1 fields (also the start of v2 and v3 records, whose intents `read_intents` reads); returns the
+    state and the position after them."""
+    read_intents = read_intents or _decode_intents_v1
     try:
         user_id, pos = _get_str(data, pos)
         windows, pos = RollingWindows.decode_from(data, pos, config.horizons)
@@ -362,24 +378,25 @@ def _decode_v1_body(data: memoryview, pos: int, config: StateConfig) -> tuple[Us
             session = Session(session_id or f"{user_id}:{start}", start, start + last, n_events, cart,
                               hidden, hidden_version, recent)
 
-        n, pos = get_uvarint(data, pos)
-        strings = []
-        for _ in range(n):
-            text, pos = _get_str(data, pos)
-            strings.append(text)
-        n, pos = get_uvarint(data, pos)
-        intents = []
-        for _ in range(n):
-            offset, scored_at, p, latency, cart_value, session_events = _INTENT.unpack_from(data, pos)
-            src, pos = get_uvarint(data, pos + _INTENT.size)
-            model, pos = get_uvarint(data, pos)
-            k, pos = get_uvarint(data, pos)
-            counts, pos = get_array(data, pos, k)
-            intents.append(new_recent_intent(strings[src], offset, p, scored_at, latency, session_events,
-                                             cart_value, tuple(counts), strings[model]))
+        strings, pos = _get_strs(data, pos)
+        intents, pos = read_intents(data, pos, strings)
     except (IndexError, struct.error, UnicodeDecodeError) as e:
         raise ValueError(f"corrupt user state record: {e}") from e
     return UserState(user_id, windows, session, applied, intents, config=config), pos
+
+
+def _decode_intents_v1(data: memoryview, pos: int, strings: list[str]) -> tuple[list[RecentIntent], int]:
+    n, pos = get_uvarint(data, pos)
+    intents = []
+    for _ in range(n):
+        offset, scored_at, p, latency, cart_value, session_events = _INTENT.unpack_from(data, pos)
+        src, pos = get_uvarint(data, pos + _INTENT.size)
+        model, pos = get_uvarint(data, pos)
+        k, pos = get_uvarint(data, pos)
+        counts, pos = get_array(data, pos, k)
+        intents.append(new_recent_intent(strings[src], offset, p, scored_at, latency, session_events,
+                                         cart_value, tuple(counts), strings[model]))
+    return intents, pos
 
 
 def _decode_v1(data: memoryview, pos: int, config: StateConfig) -> UserState:
@@ -404,9 +421,7 @@ _FINISHED_COUNT_SLOTS = [i for i in range(N_FINISHED) if i not in FINISHED_FLOAT
 _CURRENT_COUNT_SLOTS = [i for i in range(N_CURRENT) if i not in CURRENT_FLOAT_SLOTS]
 
 
-def _encode_v2(state: UserState, out: bytearray) -> None:
-    _encode_v1(state, out)
-    h = state.history
+def _encode_history(h: UserHistory, out: bytearray) -> None:
     if h.is_empty():
         out.append(0)
         return
@@ -417,8 +432,8 @@ def _encode_v2(state: UserState, out: bytearray) -> None:
         _put_f32s(out, [values[i] for i in floats])
 
 
-def _decode_v2(data: memoryview, pos: int, config: StateConfig) -> UserState:
-    state, pos = _decode_v1_body(data, pos, config)
+def _decode_history(state: UserState, data: memoryview, pos: int, version: int) -> UserState:
+    """The history that ends v2 and v3 records, set on `state`; the record must end there."""
     try:
         flags = data[pos]
         pos += 1
@@ -436,13 +451,157 @@ def _decode_v2(data: memoryview, pos: int, config: StateConfig) -> UserState:
                 parts.append(values)
             state.history = UserHistory(np.array(parts[0], dtype=np.float32), parts[1])
     except IndexError as e:
-        raise ValueError(f"corrupt user state record (v2): {e}") from e
+        raise ValueError(f"corrupt user state record (v{version}): {e}") from e
     if pos != len(data):
-        raise ValueError(f"corrupt user state record (v2): {len(data) - pos} trailing bytes")
+        raise ValueError(f"corrupt user state record (v{version}): {len(data) - pos} trailing bytes")
     return state
+
+
+def _decode_v2(data: memoryview, pos: int, config: StateConfig) -> UserState:
+    state, pos = _decode_v1_body(data, pos, config)
+    return _decode_history(state, data, pos, 2)
+
+
+# ---- record layout v3 ------------------------------------------------------------------------------
+# v2 with the intents in columns. A state keeps every intent not yet known delivered (streams.pipeline
+# _forget_delivered), and under load those made ~12% of the records a saturated worker writes exceed the
+# 2 KiB budget at ~57 B an intent (docs/BENCHMARKS.md). The intents of one batch share their scoring
+# time, latency, source and model, which v3 writes once per batch ("group") instead of once per intent.
+#
+# head as in v1 (through the session), then
+# uvarint #strings, each str (intent sources and model versions, deduplicated)
+# uvarint #intents (n), and if n:
+#   uvarint #groups, each: svarint scored_at - previous group's (0 before the first), f64 latency_ms,
+#     uvarint source idx, uvarint model idx
+#   column group idx, uvarint first offset, signed column offset - previous offset (n - 1 values)
+#   u8 number forms: 1 p_purchase as f32 (else f64), 2 cart_value as signed column of cents (else f64)
+#   n x (f32 | f64) p_purchase, column session_events, (signed column cents | n x f64) cart_value
+#   uvarint counts per intent + 1 (0: they differ, and a column of the n lengths follows), column counts
+# then the v2 history.
+# p_purchase comes from a float32 model and cart_value is rounded to cents, so the short forms are exact
+# for the intents the worker makes; any other value takes the f64 form, and every record round-trips.
+
+_P_F32, _CART_CENTS = 1, 2
+
+
+def _same_bits(a: list[float], b: list[float]) -> bool:
+    """Equal as stored, bit for bit (== would take -0.0 for 0.0, and the intent's JSON shows the sign)."""
+    return array("d", a).tobytes() == array("d", b).tobytes()
+
+
+def _as_cents(values: list[float]) -> list[int] | None:
+    """`values` as whole cents, when that gives them back exactly (else None: they take the f64 form)."""
+    try:
+        cents = [round(v * 100) for v in values]
+    except (OverflowError, ValueError):  # inf, nan
+        return None
+    if max(map(abs, cents)) >= 1 << 62 or not _same_bits([c / 100 for c in cents], values):
+        return None
+    return cents
+
+
+def _encode_intents_v3(intents: list[RecentIntent], out: bytearray) -> None:
+    strings: dict[str, int] = {}
+    groups: dict[tuple, int] = {}
+    group_of = []
+    for it in intents:  # latency by its bytes: -0.0 and 0.0 must stay apart (the intent's bytes show the sign)
+        key = (it.scored_at, _F64.pack(it.latency_ms), strings.setdefault(it.source, len(strings)),
+               strings.setdefault(it.model_version, len(strings)))
+        group_of.append(groups.setdefault(key, len(groups)))
+    put_uvarint(out, len(strings))
+    for text in strings:
+        _put_str(out, text)
+    put_uvarint(out, len(intents))
+    if not intents:
+        return
+    put_uvarint(out, len(groups))
+    previous = 0
+    for scored_at, latency_ms, src, model in groups:
+        put_svarint(out, scored_at - previous)
+        previous = scored_at
+        out += latency_ms
+        put_uvarint(out, src)
+        put_uvarint(out, model)
+    put_array(out, group_of)
+    offsets = [it.offset for it in intents]
+    put_uvarint(out, offsets[0])
+    put_array(out, [b - a for a, b in zip(offsets, offsets[1:])], signed=True)
+
+    ps = [it.p_purchase for it in intents]
+    carts = [it.cart_value for it in intents]
+    cents = _as_cents(carts)
+    forms = (_P_F32 if _same_bits(array("f", ps).tolist(), ps) else 0) | (_CART_CENTS if cents else 0)
+    out.append(forms)
+    (_put_f32s if forms & _P_F32 else _put_f64s)(out, ps)
+    put_array(out, [it.session_events for it in intents])
+    if forms & _CART_CENTS:
+        put_array(out, cents, signed=True)
+    else:
+        _put_f64s(out, carts)
+    lengths = {len(it.recent_counts) for it in intents}
+    if len(lengths) == 1:
+        put_uvarint(out, lengths.pop() + 1)
+    else:
+        put_uvarint(out, 0)
+        put_array(out, [len(it.recent_counts) for it in intents])
+    put_array(out, [c for it in intents for c in it.recent_counts])
+
+
+def _decode_intents_v3(data: memoryview, pos: int, strings: list[str]) -> tuple[list[RecentIntent], int]:
+    n, pos = get_uvarint(data, pos)
+    if not n:
+        return [], pos
+    n_groups, pos = get_uvarint(data, pos)
+    groups = []
+    scored_at = 0
+    for _ in range(n_groups):
+        delta, pos = get_svarint(data, pos)
+        scored_at += delta
+        (latency_ms,) = _F64.unpack_from(data, pos)
+        src, pos = get_uvarint(data, pos + _F64.size)
+        model, pos = get_uvarint(data, pos)
+        groups.append((scored_at, latency_ms, strings[src], strings[model]))
+    group_of, pos = get_array(data, pos, n)
+    first, pos = get_uvarint(data, pos)
+    deltas, pos = get_array(data, pos, n - 1, signed=True)
+    offsets = [first]
+    for d in deltas:
+        offsets.append(offsets[-1] + d)
+    forms = data[pos]
+    ps, pos = (_get_f32s if forms & _P_F32 else _get_f64s)(data, pos + 1, n)
+    session_events, pos = get_array(data, pos, n)
+    if forms & _CART_CENTS:
+        cents, pos = get_array(data, pos, n, signed=True)
+        carts = [c / 100 for c in cents]
+    else:
+        carts, pos = _get_f64s(data, pos, n)
+    k, pos = get_uvarint(data, pos)
+    if k:
+        lengths = [k - 1] * n
+    else:
+        lengths, pos = get_array(data, pos, n)
+    flat, pos = get_array(data, pos, sum(lengths))
+    intents, start = [], 0
+    for g, offset, p, events, cart, k in zip(group_of, offsets, ps, session_events, carts, lengths):
+        scored_at, latency_ms, source, model = groups[g]
+        intents.append(new_recent_intent(source, offset, p, scored_at, latency_ms, events, cart,
+                                         tuple(flat[start:start + k]), model))
+        start += k
+    return intents, pos
+
+
+def _encode_v3(state: UserState, out: bytearray) -> None:
+    _encode_head(state, out)
+    _encode_intents_v3(state.recent_intents, out)
+    _encode_history(state.history, out)
+
+
+def _decode_v3(data: memoryview, pos: int, config: StateConfig) -> UserState:
+    state, pos = _decode_v1_body(data, pos, config, _decode_intents_v3)
+    return _decode_history(state, data, pos, 3)
 
 
 # Record version -> decoder returning a current UserState. To change the layout: bump VERSION, write
 # _encode_vN/_decode_vN, and keep the older decoders here (they migrate by building the current objects),
 # plus a checked-in record of each version under tests/unit/state_fixtures/ that must still load.
-_DECODERS = {1: _decode_v1, 2: _decode_v2}
+_DECODERS = {1: _decode_v1, 2: _decode_v2, 3: _decode_v3}
