@@ -149,6 +149,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     # Per partition, the last offset whose intent this worker saw acknowledged by the broker (since the last
     # rebalance); batches are delivered in order, so everything before it was delivered too.
     delivered_here: dict[tuple[str, int], int] = {}
+    written_through: dict[tuple[str, int], int] = {}  # per partition, the last offset of its newest progress record
     acked_through: dict = {}  # see gaps.acknowledge_through; reset on a rebalance
     generation_seen = [None]
 
@@ -161,6 +162,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             taken_over.clear()
             acked_through.clear()
             delivered_here.clear()
+            written_through.clear()
         # Per partition, offset order is the order the state must see (a seek back can re-deliver older
         # offsets after newer ones); partitions never share a user, so interleaving them does not matter.
         records = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
@@ -262,12 +264,25 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         for (topic, partition), (_first, last) in bounds.items():
             with event_context(by_record[id(last)]):
                 progress[progress_key(topic, partition)] = encode_progress(last.offset, delivered_through[f"{topic}/{partition}"])
+            written_through[(topic, partition)] = last.offset
 
-    async def deliver(result, bounds: dict, events: list, arrived: float, process_s: float,
-                      previous: asyncio.Task | None) -> None:
+    def record_delivered(bounds: dict, by_record: dict, generation: int) -> None:
+        """Progress records learn of a batch's delivery with the partition's next batch. Where none was
+        written since (the stream went quiet, or the worker is stopping), record it now, so that whoever
+        takes the partition over next (a restart, a rebalance, a crash) has nothing to re-emit. Not once
+        the tables closed, nor after a rebalance (the partition may have moved on elsewhere)."""
+        if progress.should_stop or app.consumer_generation_id != generation:
+            return
+        for tp, (_first, last) in bounds.items():
+            if written_through.get(tp) == last.offset:
+                with event_context(by_record[id(last)]):
+                    progress[progress_key(*tp)] = encode_progress(last.offset, last.offset)
+
+    async def deliver(result, bounds: dict, by_record: dict, generation: int, events: list, arrived: float,
+                      process_s: float, previous: asyncio.Task | None) -> None:
         """A batch's second half, overlapped with the scoring of the next batches: wait until the broker has
         its state writes, then (after the previous batch, to keep each partition's order) publish its
-        intents and dead letters, ack its offsets, and count them delivered once the broker has them."""
+        intents and dead letters, count them delivered once the broker has them, and ack its offsets."""
         # The state writes (changelog records) must be acknowledged before the intents go out: otherwise a
         # crash can publish an intent whose state is lost, and failover re-scores the click instead of
         # re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.
@@ -283,6 +298,14 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             await dead_letters.send(key=key, value=value)
         if result.dlq_codes:
             log.warning("dead-lettered %s", dict(result.dlq_codes))
+        ops.observe_batch(events, result, arrived, process_s)
+        for _partition, _n, fut in sent:
+            await fut
+        for tp, (_first, last) in bounds.items():  # later batches' states may forget these intents now
+            delivered_here[tp] = max(last.offset, delivered_here.get(tp, -1))
+        record_delivered(bounds, by_record, generation)
+        # Acked last: a clean stop waits for every ack (Faust's wait_empty) before it closes the tables, so
+        # the delivery of the last batches is recorded by then, and the next owner re-emits none of them.
         # Records Faust skipped (read back above, or skipped re-deliveries of processed ones) would
         # otherwise never be acked, and Faust would stop committing those partitions (streams/gaps.py).
         n_filled = acknowledge_through(
@@ -291,12 +314,17 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         if n_filled:
             log.info("acked %d offsets Faust skipped or that were read back", n_filled)
         for ev in events:
-            ev.ack()  # the batch's own offsets may be committed now (a revoked partition's are marked acked)
-        ops.observe_batch(events, result, arrived, process_s)
-        for _partition, _n, fut in sent:
-            await fut
-        for tp, (_first, last) in bounds.items():  # later batches' states may forget these intents now
-            delivered_here[tp] = max(last.offset, delivered_here.get(tp, -1))
+            ev.ack()  # the batch's offsets may be committed now (a revoked partition's are marked acked)
+
+    def hold_stop_for(batch: list) -> None:
+        """Make Faust wait for this batch before it closes the tables (a stop) or gives partitions away (a
+        rebalance). Faust waits (`wait_empty`) until every message it tracks is acked, but it tracks only
+        messages read through a Stream's iterator, which take_batch bypasses. The batch is acked as a whole
+        at the end of `deliver`, after its delivery was recorded, so one tracked message stands for it."""
+        message = batch[-1].message
+        if not message.tracked:
+            message.tracked = True
+            app.consumer._unacked_messages.add(message)
 
     def crash_on_failure(task: asyncio.Task) -> None:
         # A batch whose intents cannot be delivered must not be acked nor forgotten: stop, and let the
@@ -314,10 +342,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             try:
                 events = await take_batch(queue, settings.max_batch, settings.max_wait)
             except StopAsyncIteration:  # how Faust ends a channel's readers when the worker stops
-                if in_flight:  # deliver the last batches before stopping (the next owner still re-emits
-                    # them: the progress records only learn of a delivery with a later batch)
+                if in_flight:  # normally delivered already: a clean stop waits for every ack first
                     await asyncio.wait(in_flight, timeout=10.0)
                 return
+            hold_stop_for(events)
             pipeline = state.get("pipeline")
             while pipeline is None:  # the model loads once, at startup
                 await app.sleep(0.05)
@@ -375,7 +403,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     await in_flight.popleft()
                 write_states(result, bounds, by_record, delivered_through)
             delivery = asyncio.ensure_future(
-                deliver(result, bounds, events, arrived, process_s, in_flight[-1] if in_flight else None))
+                deliver(result, bounds, by_record, generation_seen[0], events, arrived, process_s,
+                        in_flight[-1] if in_flight else None))
             delivery.add_done_callback(crash_on_failure)
             in_flight.append(delivery)
 

@@ -74,6 +74,8 @@ class DurableTable(faust.Table):
         for partition, n, fut in batches:
             meta = await fut
             last[partition] = max(last.get(partition, -1), meta.offset + n - 1)
+        if self.should_stop:  # its store closed with the table; a restart re-reads these few records
+            return
         for partition, offset in last.items():
             self.data.set_persisted_offset(TP(topic, partition), offset)
 

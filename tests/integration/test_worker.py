@@ -11,8 +11,11 @@ from models import artifacts
 from models.offline import offline_scores
 from models.simulator import SimConfig, simulate
 from schemas.codec import decode_dead_letter, encode_click
+from schemas.events import ClickEvent
 from streams.topics import ensure_topics
-from tests.integration.helpers import Pipeline, collect, decode_all, start_worker, stop_worker, tail
+from tests.integration.helpers import (
+    Pipeline, collect, decode_all, intents_by_event, read_changelog, read_to_end, start_worker, stop_worker, tail, wait_until,
+)
 
 # Each poison message is (bytes, expected DLQ code); they go in mid-stream.
 POISON = [
@@ -84,3 +87,85 @@ def test_worker_scores_every_valid_click_and_dead_letters_the_rest(kafka_bootstr
     worst = max(abs(v[0]["p_purchase"] - offline[eid]) for eid, v in by_id.items())
     assert worst < 1e-5, worst
     assert {v[0]["model_version"] for v in by_id.values()} == {art.version}
+
+
+def test_a_restart_after_the_stream_went_quiet_re_emits_nothing(kafka_bootstrap: str, unique: str,
+                                                                tmp_path: Path) -> None:
+    """Each partition's progress records its last batch as delivered once the broker has its intents,
+    even when no later batch follows; so a rolling restart of an idle worker repeats no intent."""
+    pipe = Pipeline.unique(kafka_bootstrap, unique)
+    ensure_topics(kafka_bootstrap, {pipe.clicks: 3, pipe.intents: 3, pipe.dlq: 1})
+    events = [e for e, _p in simulate(SimConfig(n_users=40, n_days=1, seed=23))]
+    users = sorted({e.user_id for e in events})
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+
+    def send(clicks) -> None:
+        for ev in clicks:
+            producer.send(pipe.clicks, key=ev.user_id.encode(), value=encode_click(ev))
+        producer.flush()
+
+    def progress() -> dict[bytes, tuple[int, ...]]:
+        changelog = read_changelog(kafka_bootstrap, f"{pipe.app_id}-progress-changelog")
+        return {k: tuple(map(int, v.split())) for k, v in changelog.items() if v is not None}
+
+    log_path = tmp_path / "worker.log"
+    send(events)
+    worker = start_worker(pipe, tmp_path / "first", log_path)
+    try:
+        first = collect(kafka_bootstrap, pipe.intents, lambda rs: len(rs) >= len(events), timeout_s=180)
+        assert len(first) >= len(events), tail(log_path)
+        # every partition's record: processed through its end, and delivered through the same offset
+        assert wait_until(lambda: len(progress()) == 3 and all(len(set(v)) == 1 for v in progress().values()),
+                          30), f"{progress()}\n{tail(log_path)}"
+    finally:
+        stop_worker(worker)
+    assert worker.returncode == 0, tail(log_path)
+
+    # A new owner (its own, empty state dir), then one more click per user: every partition gets a batch.
+    later = [ClickEvent(f"later-{unique}-{i}", u, events[-1].ts + 60_000, "page_view") for i, u in enumerate(users)]
+    worker = start_worker(pipe, tmp_path / "second", log_path)
+    try:
+        send(later)
+        intents = decode_all(collect(kafka_bootstrap, pipe.intents,
+                                     lambda rs: len(rs) >= len(first) + len(later), timeout_s=180))
+    finally:
+        stop_worker(worker)
+    counts = Counter(i["event_id"] for i in intents)
+    assert {e.event_id for e in later} <= set(counts), tail(log_path)
+    assert "re-emitted" not in log_path.read_text(), tail(log_path)
+    assert len(intents) == len(first) + len(later) and max(counts.values()) == 1, tail(log_path)
+
+
+def test_a_clean_stop_while_busy_leaves_nothing_to_re_emit(kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """A stopping worker finishes what it took, records those batches delivered and only then acks them
+    (Faust waits for every ack before closing the tables); the next owner re-emits none of them."""
+    pipe = Pipeline.unique(kafka_bootstrap, unique)
+    ensure_topics(kafka_bootstrap, {pipe.clicks: 3, pipe.intents: 3, pipe.dlq: 1})
+    events = [e for e, _p in simulate(SimConfig(n_users=400, n_days=3, seed=29))]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    for ev in events:
+        producer.send(pipe.clicks, key=ev.user_id.encode(), value=encode_click(ev))
+    producer.flush()
+
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    worker = start_worker(pipe, tmp_path / "first", first_log, extra=["--max-batch", "256"])
+    try:
+        started = collect(kafka_bootstrap, pipe.intents, lambda rs: len(rs) >= 1, timeout_s=120)
+        assert started, tail(first_log)
+    finally:
+        stop_worker(worker)  # SIGTERM while it works through the backlog
+    assert worker.returncode == 0, tail(first_log)
+    scored_first = len(read_to_end(kafka_bootstrap, pipe.intents))
+    assert scored_first < len(events), "the first worker finished before the stop: nothing was tested"
+
+    worker = start_worker(pipe, tmp_path / "second", second_log)
+    try:
+        intents = decode_all(collect(kafka_bootstrap, pipe.intents,
+                                     lambda rs: len({orjson.loads(r.value)["event_id"] for r in rs}) >= len(events),
+                                     timeout_s=180))
+    finally:
+        stop_worker(worker)
+    by_id, duplicates = intents_by_event(intents)  # duplicates only as exact copies
+    assert set(by_id) == {e.event_id for e in events}, tail(second_log)
+    assert "re-emitted: the last batch" not in second_log.read_text(), tail(second_log)
+    print(f"\nstopped after {scored_first} of {len(events)} intents; {duplicates} exact duplicates after the restart")
