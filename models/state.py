@@ -4,7 +4,8 @@ last emitted intents.
 `UserState.apply` is the only way a click changes state; it refuses an offset that was already applied
 (callers check `is_applied` first and re-emit the remembered intent instead), so a re-delivered click
 can never count twice. `to_bytes`/`from_bytes` give a compact, versioned binary record (the value of
-the Faust `users` table); see the `record layout` comments for the layouts and `_DECODERS` for how older versions load.
+the Faust `users` table); see the `record layout` comments for the layouts and `_DECODERS` for how
+older versions load.
 """
 from __future__ import annotations
 
@@ -323,7 +324,6 @@ def _encode_head(state: UserState, out: bytearray) -> None:
                 _put_f32s(out, prices)
             if present & _QUANTITIES:
                 put_array(out, qtys, signed=True)
-
 
 
 def _decode_v1_body(data: memoryview, pos: int, config: StateConfig,

@@ -33,6 +33,7 @@ from .web import install_ops
 log = logging.getLogger(__name__)
 
 CONFIRM_TIMEOUT_S = 60.0  # a healthy broker acknowledges a batch's state writes in milliseconds
+STALL_S = 10.0  # a partition with unprocessed records and no batch for this long is fetched again
 MAX_IN_FLIGHT = 2  # batches scored and stored whose intents are not yet delivered
 
 
@@ -255,6 +256,48 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     log.info("acked %d processed offsets of %s/%d that Faust re-delivered without delivering "
                              "(commit was stuck at %d)", n, tp.topic, tp.partition, committed)
 
+    last_batch_at: dict = {}  # per partition (Faust TP), when a batch last held it (monotonic)
+    sought: dict = {}  # per partition, the offset unstall_fetching last sought it back to
+    stall_generation = [None]
+
+    @app.timer(interval=5.0)
+    async def unstall_fetching() -> None:
+        """Fetch again the records Faust dropped at the end of a partition's traffic.
+
+        faust-streaming 0.15.3 can drop records it fetched for a partition (its read offset runs ahead
+        around a rebalance; streams/gaps.py). The hole is read back when a later record of that partition
+        arrives, but at the end of the traffic none does: after a restart with a backlog, whole partitions
+        were seen left unprocessed, lag and all, until new clicks came (test_a_clean_stop_while_busy_...).
+        So where the log holds records past the processed ones, the agent has nothing queued, and no batch
+        took any record of the partition for STALL_S, seek Faust back to the first unprocessed offset
+        (once per offset). What it re-delivers is processed or, if it was after all, re-emitted.
+        """
+        recovery = app.tables.recovery
+        if not recovery.completed.is_set() or recovery.in_recovery or agent_queue[0] is None:
+            return
+        if stall_generation[0] != app.consumer_generation_id:
+            stall_generation[0] = app.consumer_generation_id
+            last_batch_at.clear()
+            sought.clear()
+        now = time.monotonic()
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic not in source_topics:
+                continue
+            since = last_batch_at.setdefault(tp, now)
+            high = consumer.highwater(tp)
+            done, _delivered = decode_progress(progress.get(progress_key(tp.topic, tp.partition)))
+            committed = consumer._committed_offset.get(tp)
+            resume = done + 1 if done is not None else committed
+            if (high is None or resume is None or high <= resume or now - since < STALL_S
+                    or not agent_queue[0].empty() or sought.get(tp) == resume):
+                continue
+            log.warning("%s/%d: offsets %d..%d not processed and none arrived for %.0f s; fetching them again",
+                        tp.topic, tp.partition, resume, high - 1, now - since)
+            sought[tp] = resume
+            last_batch_at[tp] = now
+            await consumer.seek(tp, resume)
+
     def write_states(result, bounds: dict, by_record: dict, delivered_through: dict[str, int]) -> None:
         """The batch's user states and per-partition progress, each under an event of its own partition."""
         for user_id, user_state in result.states.items():
@@ -334,9 +377,11 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             logging.shutdown()
             os._exit(5)
 
+    agent_queue: list = [None]  # the scoring agent's channel queue, for unstall_fetching
+
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
-        queue = stream.channel.queue
+        queue = agent_queue[0] = stream.channel.queue
         in_flight: deque[asyncio.Task] = deque()  # deliver() of the batches not yet delivered, oldest first
         while True:
             try:
@@ -377,6 +422,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     ev.ack()
                 continue
             records, bounds, delivered_through = await prepare_batch(records, by_record)
+            taken_at = time.monotonic()
+            for tp in bounds:  # (topic, partition): equal to Faust's TP as a key
+                last_batch_at[tp] = taken_at
 
             def load_state(user_id: str, rec: Record) -> UserState | None:
                 cached = cache.get(user_id)
