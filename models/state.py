@@ -14,6 +14,7 @@ import struct
 import sys
 from array import array
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -226,38 +227,26 @@ def _get_str(data: memoryview, pos: int) -> tuple[str, int]:
     return str(data[pos:pos + n], "utf-8"), pos + n
 
 
-def _put_f32s(out: bytearray, values: list[float]) -> None:
-    arr = array("f", values)
+def _put_floats(out: bytearray, values: list[float], typecode: str = "f") -> None:
+    arr = array(typecode, values)
     if sys.byteorder == "big":
         arr.byteswap()
     out += arr.tobytes()
 
 
-def _get_f32s(data: memoryview, pos: int, n: int) -> tuple[list[float], int]:
-    arr = array("f")
-    if pos + 4 * n > len(data):
+def _get_floats(data: memoryview, pos: int, n: int, typecode: str = "f") -> tuple[list[float], int]:
+    arr = array(typecode)
+    end = pos + arr.itemsize * n
+    if end > len(data):
         raise ValueError("truncated float column")
-    arr.frombytes(data[pos:pos + 4 * n])
+    arr.frombytes(data[pos:end])
     if sys.byteorder == "big":
         arr.byteswap()
-    return arr.tolist(), pos + 4 * n
+    return arr.tolist(), end
 
 
-def _put_f64s(out: bytearray, values: list[float]) -> None:
-    arr = array("d", values)
-    if sys.byteorder == "big":
-        arr.byteswap()
-    out += arr.tobytes()
-
-
-def _get_f64s(data: memoryview, pos: int, n: int) -> tuple[list[float], int]:
-    arr = array("d")
-    if pos + 8 * n > len(data):
-        raise ValueError("truncated float column")
-    arr.frombytes(data[pos:pos + 8 * n])
-    if sys.byteorder == "big":
-        arr.byteswap()
-    return arr.tolist(), pos + 8 * n
+_put_f32s, _get_f32s = partial(_put_floats, typecode="f"), partial(_get_floats, typecode="f")
+_put_f64s, _get_f64s = partial(_put_floats, typecode="d"), partial(_get_floats, typecode="d")
 
 
 def _get_strs(data: memoryview, pos: int) -> tuple[list[str], int]:

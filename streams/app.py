@@ -347,8 +347,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         for tp, (_first, last) in bounds.items():  # later batches' states may forget these intents now
             delivered_here[tp] = max(last.offset, delivered_here.get(tp, -1))
         record_delivered(bounds, by_record, generation)
-        # Acked last: a clean stop waits for every ack (Faust's wait_empty) before it closes the tables, so
-        # the delivery of the last batches is recorded by then, and the next owner re-emits none of them.
+        # Acked last: a clean stop waits for the batches in flight to be acked (hold_stop_for) before it
+        # closes the tables, so their delivery is recorded by then and the next owner re-emits none of them.
         # Records Faust skipped (read back above, or skipped re-deliveries of processed ones) would
         # otherwise never be acked, and Faust would stop committing those partitions (streams/gaps.py).
         n_filled = acknowledge_through(
