@@ -315,11 +315,24 @@ def _encode_head(state: UserState, out: bytearray) -> None:
                 put_array(out, qtys, signed=True)
 
 
+def _decode_intents_v1(data: memoryview, pos: int, strings: list[str]) -> tuple[list[RecentIntent], int]:
+    n, pos = get_uvarint(data, pos)
+    intents = []
+    for _ in range(n):
+        offset, scored_at, p, latency, cart_value, session_events = _INTENT.unpack_from(data, pos)
+        src, pos = get_uvarint(data, pos + _INTENT.size)
+        model, pos = get_uvarint(data, pos)
+        k, pos = get_uvarint(data, pos)
+        counts, pos = get_array(data, pos, k)
+        intents.append(new_recent_intent(strings[src], offset, p, scored_at, latency, session_events,
+                                         cart_value, tuple(counts), strings[model]))
+    return intents, pos
+
+
 def _decode_v1_body(data: memoryview, pos: int, config: StateConfig,
-                    read_intents=None) -> tuple[UserState, int]:
+                    read_intents=_decode_intents_v1) -> tuple[UserState, int]:
     """The v1 fields (also the start of v2 and v3 records, whose intents `read_intents` reads); returns the
     state and the position after them."""
-    read_intents = read_intents or _decode_intents_v1
     try:
         user_id, pos = _get_str(data, pos)
         windows, pos = RollingWindows.decode_from(data, pos, config.horizons)
@@ -372,20 +385,6 @@ def _decode_v1_body(data: memoryview, pos: int, config: StateConfig,
     except (IndexError, struct.error, UnicodeDecodeError) as e:
         raise ValueError(f"corrupt user state record: {e}") from e
     return UserState(user_id, windows, session, applied, intents, config=config), pos
-
-
-def _decode_intents_v1(data: memoryview, pos: int, strings: list[str]) -> tuple[list[RecentIntent], int]:
-    n, pos = get_uvarint(data, pos)
-    intents = []
-    for _ in range(n):
-        offset, scored_at, p, latency, cart_value, session_events = _INTENT.unpack_from(data, pos)
-        src, pos = get_uvarint(data, pos + _INTENT.size)
-        model, pos = get_uvarint(data, pos)
-        k, pos = get_uvarint(data, pos)
-        counts, pos = get_array(data, pos, k)
-        intents.append(new_recent_intent(strings[src], offset, p, scored_at, latency, session_events,
-                                         cart_value, tuple(counts), strings[model]))
-    return intents, pos
 
 
 def _decode_v1(data: memoryview, pos: int, config: StateConfig) -> UserState:

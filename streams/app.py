@@ -285,12 +285,12 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             if tp.topic not in source_topics:
                 continue
             since = last_batch_at.setdefault(tp, now)
+            if now - since < STALL_S or not agent_queue[0].empty():
+                continue  # the common case: batches come, or are queued
             high = consumer.highwater(tp)
             done, _delivered = decode_progress(progress.get(progress_key(tp.topic, tp.partition)))
-            committed = consumer._committed_offset.get(tp)
-            resume = done + 1 if done is not None else committed
-            if (high is None or resume is None or high <= resume or now - since < STALL_S
-                    or not agent_queue[0].empty() or sought.get(tp) == resume):
+            resume = done + 1 if done is not None else consumer._committed_offset.get(tp)
+            if high is None or resume is None or high <= resume or sought.get(tp) == resume:
                 continue
             log.warning("%s/%d: offsets %d..%d not processed and none arrived for %.0f s; fetching them again",
                         tp.topic, tp.partition, resume, high - 1, now - since)
@@ -305,9 +305,13 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 users[user_id.encode()] = user_state.to_bytes()
             cache.put(user_id, user_state)
         for (topic, partition), (_first, last) in bounds.items():
-            with event_context(by_record[id(last)]):
-                progress[progress_key(topic, partition)] = encode_progress(last.offset, delivered_through[f"{topic}/{partition}"])
-            written_through[(topic, partition)] = last.offset
+            write_progress((topic, partition), last, by_record, delivered_through[f"{topic}/{partition}"])
+
+    def write_progress(tp: tuple[str, int], last: Record, by_record: dict, delivered: int) -> None:
+        """The partition's progress record: processed through `last`, intents delivered through `delivered`."""
+        with event_context(by_record[id(last)]):
+            progress[progress_key(*tp)] = encode_progress(last.offset, delivered)
+        written_through[tp] = last.offset
 
     def record_delivered(bounds: dict, by_record: dict, generation: int) -> None:
         """Progress records learn of a batch's delivery with the partition's next batch. Where none was
@@ -318,8 +322,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             return
         for tp, (_first, last) in bounds.items():
             if written_through.get(tp) == last.offset:
-                with event_context(by_record[id(last)]):
-                    progress[progress_key(*tp)] = encode_progress(last.offset, last.offset)
+                write_progress(tp, last, by_record, last.offset)
 
     async def deliver(result, bounds: dict, by_record: dict, generation: int, events: list, arrived: float,
                       process_s: float, previous: asyncio.Task | None) -> None:

@@ -289,8 +289,8 @@ async def replay(config: ReplayConfig, scorer=None) -> ReplayResult:
         async def send(outbox: dict) -> list[asyncio.Future]:
             """Queue the outbox's records; the futures resolve once the broker acknowledged them."""
             # One producer batch per partition (streams/batched_send.py), not one send per intent.
-            futures = [fut for _p, _n, fut in await publish(producer, config.output,
-                                                             [(None, uid.encode(), v.encode()) for uid, v in outbox["intents"]])]
+            keyed = [(None, uid.encode(), v.encode()) for uid, v in outbox["intents"]]
+            futures = [fut for _p, _n, fut in await publish(producer, config.output, keyed)]
             futures += [await producer.send(config.dlq, key=base64.b64decode(k) if k else None, value=v.encode())
                         for k, v in outbox["dlq"]]
             return futures
