@@ -3,6 +3,7 @@ in micro-batches, each user's state encoded and decoded between batches like the
 
     .venv/bin/python bench/bench_core.py                      # 60k clicks, batches of 2000
     .venv/bin/python bench/bench_core.py --code /tmp/old      # the same benchmark on another checkout's code
+    .venv/bin/python bench/bench_core.py --device cuda        # scoring on the GPU (the rest is the same)
 
 `--code` puts another checkout (e.g. `git worktree add /tmp/old <commit>`) first on the import path, so
 two versions are compared with one benchmark; run them back to back, the machine is noisy.
@@ -22,6 +23,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=60_000)
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="the scorer's device: cpu, cuda or auto")
     ap.add_argument("--code", type=Path, default=REPO, help="checkout whose models/, schemas/, streams/ to time")
     args = ap.parse_args()
     sys.path.insert(0, str(args.code.resolve()))
@@ -42,7 +44,7 @@ def main() -> None:
             break
     records = [Record(e.user_id.encode(), encode_click(e), "clickstream", hash(e.user_id) % 6, i, 0.0)
                for i, e in enumerate(clicks)]
-    pipeline = Pipeline(Scorer.load(device="cpu"))
+    pipeline = Pipeline(Scorer.load(device=args.device))
     rates = []
     for _ in range(args.repeat):
         table: dict[str, bytes] = {}
@@ -57,7 +59,7 @@ def main() -> None:
             for user_id, state in result.states.items():
                 table[user_id] = state.to_bytes()
         rates.append(len(records) / (time.perf_counter() - started))
-    print(f"code {args.code}: {len(records):,} clicks in batches of {args.batch}: "
+    print(f"code {args.code}, scoring on {pipeline.scorer.device}: {len(records):,} clicks in batches of {args.batch}: "
           + ", ".join(f"{r:,.0f}" for r in rates) + " events/s (best %s)" % f"{max(rates):,.0f}")
 
 

@@ -1,10 +1,16 @@
 """Batched GRU scoring alone: session-steps/s by batch size, on cpu (and cuda when present).
 
-One "session-step" = one click of one session through the worker's scoring call (Scorer.run with T=1,
-the shape of a micro-batch where every user has one new click). DESIGN §7 asks ≥ 50M/s on an H200.
+One "session-step" = one click of one session through the worker's scoring call (T=1, the shape of a
+micro-batch where every user has one new click). DESIGN §7 asks ≥ 50M/s on an H200. Two rates:
+- end to end: `Scorer.run` from numpy arrays to numpy results, copies to and from the device included
+  (what one worker process gets);
+- on the GPU: `IntentGRU.run_packed` on inputs already on the device, timed with CUDA events (what the
+  GPU itself does), with TF32 off (the worker's setting, for live/offline parity) and on (PyTorch's
+  default for cuDNN).
+On cuda it also prints how far TF32 moves the scores of the same batch against the cpu's.
 
     .venv/bin/python bench/bench_scorer.py                       # cpu, and cuda if available
-    .venv/bin/python bench/bench_scorer.py --device cuda --batches 1024,16384,131072
+    .venv/bin/python bench/bench_scorer.py --device cuda --cuda-batches 1024,16384,131072
 """
 from __future__ import annotations
 
@@ -19,42 +25,106 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streams.scorer import Scorer  # noqa: E402
 
-BATCHES = (1, 16, 128, 512, 2048, 8192)
+CPU_BATCHES = (1, 16, 128, 512, 2048, 8192)
+CUDA_BATCHES = CPU_BATCHES + (32768, 131072, 524288)
 
 
-def measure(scorer: Scorer, batch: int, min_seconds: float = 1.0) -> float:
-    rng = np.random.default_rng(0)
+def make_inputs(scorer: Scorer, batch: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Random clicks in the model's input ranges, and hidden states like a running session's (in (-1, 1))."""
+    rng = np.random.default_rng(seed)
     spec = scorer.spec
-    cat = np.stack([rng.integers(0, 8, batch), rng.integers(0, spec.n_item_buckets, batch),
+    cat = np.stack([rng.integers(0, spec.n_types, batch), rng.integers(0, spec.n_item_buckets, batch),
                     rng.integers(0, spec.n_category_buckets, batch)], axis=1)
     num = rng.standard_normal((batch, spec.n_numeric)).astype(np.float32)
     roll = rng.standard_normal((batch, spec.n_rolling)).astype(np.float32)
+    h0 = np.tanh(rng.standard_normal((batch, scorer.hidden_size))).astype(np.float32)
+    return cat, num, roll, h0
+
+
+def end_to_end_rate(scorer: Scorer, batch: int, min_seconds: float) -> float:
+    cat, num, roll, h0 = make_inputs(scorer, batch)
     lengths = [1] * batch
-    h0 = np.zeros((batch, scorer.hidden_size), dtype=np.float32)
-    scorer.run(cat, num, roll, lengths, h0)  # warm-up (and CUDA context)
+    scorer.run(cat, num, roll, lengths, h0)  # warm-up (and CUDA context); results come back as numpy
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < min_seconds:
         scorer.run(cat, num, roll, lengths, h0)
         n += 1
-    if scorer.device.type == "cuda":
-        torch.cuda.synchronize()
     return n * batch / (time.perf_counter() - t0)
+
+
+@torch.inference_mode()
+def on_gpu_rate(scorer: Scorer, batch: int, min_seconds: float, tf32: bool) -> float:
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+    dev = scorer.device
+    cat, num, roll, h0 = (torch.from_numpy(x).to(dev) for x in make_inputs(scorer, batch))
+    batch_sizes, order = torch.tensor([batch]), torch.arange(batch, device=dev)
+
+    def call() -> None:
+        scorer.model.run_packed(cat, num, roll, h0, batch_sizes, order)
+
+    for _ in range(3):
+        call()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        call()
+    torch.cuda.synchronize()
+    calls = max(10, int(min_seconds / max((time.perf_counter() - t0) / 10, 1e-7)))
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        call()
+    end.record()
+    torch.cuda.synchronize()
+    return calls * batch / (start.elapsed_time(end) / 1e3)
+
+
+def tf32_drift(cuda: Scorer, cpu: Scorer, batch: int = 65536) -> dict[str, float]:
+    """max |p_cuda - p_cpu| over one batch of one step each, with TF32 off and on."""
+    cat, num, roll, h0 = make_inputs(cpu, batch, seed=1)
+    lengths = [1] * batch
+    p_cpu, h_cpu = cpu.run(cat, num, roll, lengths, h0)
+    drift = {}
+    for tf32 in (False, True):
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+        p, h = cuda.run(cat, num, roll, lengths, h0)
+        drift[f"tf32 {'on' if tf32 else 'off'}"] = float(np.abs(p - p_cpu).max())
+        drift[f"tf32 {'on' if tf32 else 'off'} (hidden)"] = float(np.abs(h - h_cpu).max())
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    return drift
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cpu, plus cuda when available)")
-    ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    ap.add_argument("--cpu-batches", default=",".join(map(str, CPU_BATCHES)))
+    ap.add_argument("--cuda-batches", default=",".join(map(str, CUDA_BATCHES)))
+    ap.add_argument("--seconds", type=float, default=1.0, help="minimum time per measurement")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (the worker uses 1)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print("| device | batch | session-steps/s | µs per step |\n|---|---|---|---|")
+    if "cuda" in devices:
+        print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
+    print(f"# torch CPU threads: {args.threads}")
+    print("| device | batch | end to end: session-steps/s | µs per call | on the GPU, TF32 off | TF32 on |")
+    print("|---|---|---|---|---|---|")
     for device in devices:
         scorer = Scorer.load(device=device)
-        for b in map(int, args.batches.split(",")):
-            rate = measure(scorer, b)
-            print(f"| {device} | {b} | {rate:,.0f} | {1e6 / rate:.2f} |", flush=True)
+        batches = args.cuda_batches if device == "cuda" else args.cpu_batches
+        for b in map(int, batches.split(",")):
+            rate = end_to_end_rate(scorer, b, args.seconds)
+            row = f"| {device} | {b:,} | {rate:,.0f} | {1e6 * b / rate:,.1f} |"
+            if device == "cuda":
+                row += " ".join(f" {on_gpu_rate(scorer, b, args.seconds, tf32):,.0f} |" for tf32 in (False, True))
+                torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+            else:
+                row += " - | - |"
+            print(row, flush=True)
+    if "cuda" in devices:
+        drift = tf32_drift(Scorer.load(device="cuda"), Scorer.load(device="cpu"))
+        print("# max |cuda - cpu| over 65,536 one-step sessions: "
+              + ", ".join(f"{k} {v:.2e}" for k, v in drift.items()))
 
 
 if __name__ == "__main__":

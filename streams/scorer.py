@@ -41,9 +41,19 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def keep_full_fp32() -> None:
+    """No TF32 on CUDA: cuDNN's GRU uses it by default (10-bit mantissa), and a live score must equal the
+    offline one within 1e-5 (DESIGN §5). bench/bench_scorer.py measures how far TF32 moves scores and what
+    turning it off costs. The flags are process-wide; the worker process scores and nothing else."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 class Scorer:
     def __init__(self, artifact: artifacts.Artifact, device: str = "auto"):
         self.device = pick_device(device)
+        if self.device.type == "cuda":
+            keep_full_fp32()
         self.artifact = artifact
         self.model = artifact.model.to(self.device).eval()
         self.spec: FeatureSpec = artifact.spec

@@ -102,6 +102,22 @@ def test_live_scores_equal_offline_full_sequence_pass(tmp_path, events):
     assert checked == len(events)
 
 
+# cuda joins where a GPU is present (no skip where there is none): the worker picks it automatically there.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_shipped_model_scores_live_on_each_device_as_offline_on_the_cpu(device, events):
+    live_scorer = Scorer.load(device=device)  # the trained model the worker loads by default
+    live, _ = Store().run(Pipeline(live_scorer), to_records(events), batch_size=64)
+    live_p = {orjson.loads(b)["event_id"]: orjson.loads(b)["p_purchase"] for _u, b in live}
+
+    reference = Scorer.load(device="cpu")
+    offline = offline_scores(events, reference.model, reference.spec)
+    worst = max(abs(live_p[event_id] - p) for event_id, p in offline.items())
+    assert len(offline) == len(events) and worst < 1e-5, f"{device}: worst |live - offline| = {worst:.2e}"
+
+
 def test_bad_messages_go_to_dlq_and_the_rest_is_scored(tmp_path, events):
     scorer = make_scorer(tmp_path)
     good = to_records(events[:50])
