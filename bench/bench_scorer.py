@@ -1,13 +1,14 @@
 """Batched GRU scoring alone: session-steps/s by batch size, on cpu (and cuda when present).
 
 One "session-step" = one click of one session through the worker's scoring call (T=1, the shape of a
-micro-batch where every user has one new click). DESIGN §7 asks ≥ 50M/s on an H200. Two rates:
+micro-batch where every user has one new click). DESIGN §7 asks ≥ 50M/s on an H200, with the CPU's share
+of a batch kept small. Three rates:
 - end to end: `Scorer.run` from numpy arrays to numpy results, copies to and from the device included
-  (what one worker process gets);
-- on the GPU: `IntentGRU.run_packed` on inputs already on the device, timed with CUDA events (what the
-  GPU itself does), with TF32 off (the worker's setting, for live/offline parity) and on (PyTorch's
-  default for cuDNN).
-On cuda it also prints how far TF32 moves the scores of the same batch against the cpu's.
+  (what one worker process gets; one-click sessions take the fused GRU cell);
+- on the GPU, inputs already there, timed with CUDA events (what the GPU itself does):
+  `IntentGRU.step_fused` (the fused GRU cell) and `IntentGRU.run_packed` (cuDNN's RNN, the path of
+  micro-batches where some session has several clicks), with TF32 off (the worker's setting).
+On cuda it also prints how far TF32 would move the scores against the cpu's, one-click and mixed batches.
 
     .venv/bin/python bench/bench_scorer.py                       # cpu, and cuda if available
     .venv/bin/python bench/bench_scorer.py --device cuda --cuda-batches 1024,16384,131072
@@ -53,14 +54,16 @@ def end_to_end_rate(scorer: Scorer, batch: int, min_seconds: float) -> float:
 
 
 @torch.inference_mode()
-def on_gpu_rate(scorer: Scorer, batch: int, min_seconds: float, tf32: bool) -> float:
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+def on_gpu_rate(scorer: Scorer, batch: int, min_seconds: float, packed: bool) -> float:
     dev = scorer.device
     cat, num, roll, h0 = (torch.from_numpy(x).to(dev) for x in make_inputs(scorer, batch))
     batch_sizes, order = torch.tensor([batch]), torch.arange(batch, device=dev)
 
     def call() -> None:
-        scorer.model.run_packed(cat, num, roll, h0, batch_sizes, order)
+        if packed:
+            scorer.model.run_packed(cat, num, roll, h0, batch_sizes, order)
+        else:
+            scorer.model.step_fused(cat, num, roll, h0)
 
     for _ in range(3):
         call()
@@ -80,16 +83,18 @@ def on_gpu_rate(scorer: Scorer, batch: int, min_seconds: float, tf32: bool) -> f
 
 
 def tf32_drift(cuda: Scorer, cpu: Scorer, batch: int = 65536) -> dict[str, float]:
-    """max |p_cuda - p_cpu| over one batch of one step each, with TF32 off and on."""
+    """max |p_cuda - p_cpu| over one batch of one-click sessions and one of 1-4 clicks, TF32 off and on."""
     cat, num, roll, h0 = make_inputs(cpu, batch, seed=1)
-    lengths = [1] * batch
-    p_cpu, h_cpu = cpu.run(cat, num, roll, lengths, h0)
+    mixed = np.random.default_rng(2).integers(1, 5, batch)
+    mixed = mixed[: int(np.searchsorted(np.cumsum(mixed), batch, side="right"))]
     drift = {}
-    for tf32 in (False, True):
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
-        p, h = cuda.run(cat, num, roll, lengths, h0)
-        drift[f"tf32 {'on' if tf32 else 'off'}"] = float(np.abs(p - p_cpu).max())
-        drift[f"tf32 {'on' if tf32 else 'off'} (hidden)"] = float(np.abs(h - h_cpu).max())
+    for name, lengths, h in (("one-click", [1] * batch, h0), ("1-4 clicks", mixed.tolist(), h0[:len(mixed)])):
+        rows = int(sum(lengths))
+        p_cpu, _ = cpu.run(cat[:rows], num[:rows], roll[:rows], lengths, h)
+        for tf32 in (False, True):
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+            p, _ = cuda.run(cat[:rows], num[:rows], roll[:rows], lengths, h)
+            drift[f"{name}, TF32 {'on' if tf32 else 'off'}"] = float(np.abs(p - p_cpu).max())
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     return drift
 
@@ -107,7 +112,7 @@ def main() -> None:
     if "cuda" in devices:
         print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
     print(f"# torch CPU threads: {args.threads}")
-    print("| device | batch | end to end: session-steps/s | µs per call | on the GPU, TF32 off | TF32 on |")
+    print("| device | batch | end to end: session-steps/s | µs per call | on the GPU: fused cell | cuDNN packed |")
     print("|---|---|---|---|---|---|")
     for device in devices:
         scorer = Scorer.load(device=device)
@@ -116,14 +121,13 @@ def main() -> None:
             rate = end_to_end_rate(scorer, b, args.seconds)
             row = f"| {device} | {b:,} | {rate:,.0f} | {1e6 * b / rate:,.1f} |"
             if device == "cuda":
-                row += " ".join(f" {on_gpu_rate(scorer, b, args.seconds, tf32):,.0f} |" for tf32 in (False, True))
-                torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+                row += "".join(f" {on_gpu_rate(scorer, b, args.seconds, packed):,.0f} |" for packed in (False, True))
             else:
                 row += " - | - |"
             print(row, flush=True)
     if "cuda" in devices:
         drift = tf32_drift(Scorer.load(device="cuda"), Scorer.load(device="cpu"))
-        print("# max |cuda - cpu| over 65,536 one-step sessions: "
+        print("# max |p_cuda - p_cpu| over 65,536 clicks: "
               + ", ".join(f"{k} {v:.2e}" for k, v in drift.items()))
 
 

@@ -6,7 +6,8 @@ calibration (Platt scaling, identity until `train` fits it on validation data).
 
 Paths over the same weights:
 - `forward(cat, num, roll, lengths)`: the whole padded batch of sequences, for training/evaluation.
-- `step(cat, num, roll, h)`: one event per row given the previous hidden state (export, tests).
+- `step(cat, num, roll, h)`: one event per row given the previous hidden state (export, tests);
+  `step_fused` is the same through one GRU-cell kernel (the worker's one-click micro-batches).
 - `run_packed(...)`: the worker's micro-batch, many sessions continued from their stored states by
   different numbers of events, without padding.
 The GRU is causal, so the output at t never depends on padding after t; `lengths` is accepted for
@@ -137,6 +138,17 @@ class IntentGRU(nn.Module):
         x = self._gru_input(cat, num).unsqueeze(1)      # (B, 1, in_dim)
         out, _ = self.gru(x, h.unsqueeze(0).contiguous())
         h_new = out[:, 0]                               # (B, H)
+        return torch.sigmoid(self._head(h_new, roll)), h_new
+
+    def step_fused(
+        self, cat: torch.Tensor, num: torch.Tensor, roll: torch.Tensor, h: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`step` through one fused GRU-cell kernel instead of cuDNN's RNN call: the worker's path when every
+        session of a micro-batch has one new click. cuDNN sets its RNN up on every call, which cost ~0.7 ms
+        on an H200 even for one row (bench/bench_scorer.py); same weights, same math (tested equal)."""
+        g = self.gru
+        h_new = torch.gru_cell(self._gru_input(cat, num), h, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0,
+                               g.bias_hh_l0)
         return torch.sigmoid(self._head(h_new, roll)), h_new
 
     def run_packed(

@@ -1,6 +1,7 @@
 """IntentGRU: the incremental step path equals the full-sequence pass."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.gru import GRUConfig, IntentGRU
@@ -84,3 +85,22 @@ def test_rolling_features_only_reach_the_head():
         p2, h2 = m.step(cat[:, 0], num[:, 0], roll[:, 0] + 3.0, h0)
     assert torch.equal(h1, h2)
     assert not torch.allclose(p1, p2)
+
+
+# cuda joins where a GPU is present (no skip where there is none).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_fused_cell_steps_like_the_gru_on_each_device(device):
+    m = _model()
+    cat, num, roll = _batch(64, 1)
+    h = torch.tanh(torch.randn(64, CFG.hidden_size, generator=torch.Generator().manual_seed(2)))
+    with torch.no_grad():
+        want_p, want_h = m.step(cat[:, 0], num[:, 0], roll[:, 0], h)
+        fused = m.to(device)
+        if device == "cuda":
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # as the worker runs
+        p, h_new = fused.step_fused(cat[:, 0].to(device), num[:, 0].to(device), roll[:, 0].to(device), h.to(device))
+    assert (p.cpu() - want_p).abs().max() < 1e-6
+    assert (h_new.cpu() - want_h).abs().max() < 1e-6

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from models import artifacts
@@ -18,14 +19,17 @@ def test_packed_order_is_time_major_longest_first():
     assert order.tolist() == [3, 0, 2, 4, 1, 5]
 
 
-def test_run_equals_stepping_each_sequence_from_its_own_state(tmp_path):
+@pytest.mark.parametrize("lengths", [
+    [3, 1, 7, 1, 3, 2, 1],  # unsorted, with ties: the packing must put everything back
+    [1, 1, 1, 1, 1],  # one click each: the fused cell, no packing
+])
+def test_run_equals_stepping_each_sequence_from_its_own_state(tmp_path, lengths):
     torch.manual_seed(0)
     spec = FeatureSpec()
     artifacts.save(IntentGRU(GRUConfig.from_spec(spec, hidden_size=16)), {"threshold": 0.5}, tmp_path / "m", spec)
     scorer = Scorer(artifacts.load(tmp_path / "m"), device="cpu")
     model, cfg = scorer.model, scorer.model.config
     rng = np.random.default_rng(1)
-    lengths = [3, 1, 7, 1, 3, 2, 1]  # unsorted, with ties: the packing must put everything back
     n, b = sum(lengths), len(lengths)
     cat = np.stack([rng.integers(0, cfg.n_types, n), rng.integers(0, cfg.n_item_buckets, n),
                     rng.integers(0, cfg.n_category_buckets, n)], axis=1).astype(np.int64)
