@@ -115,7 +115,8 @@ class Scorer:
         """-> p float64, h_last float32 as numpy arrays the caller may keep."""
         if self.device.type == "cpu":
             return p.double().numpy(), h_last.float().numpy()
-        p_host, h_host = self._pinned("p", tuple(p.shape), np.float32), self._pinned("h", tuple(h_last.shape), np.float32)
+        p_host = self._pinned("p", tuple(p.shape), np.float32)
+        h_host = self._pinned("h", tuple(h_last.shape), np.float32)
         p_host.copy_(p, non_blocking=True)
         h_host.copy_(h_last, non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
