@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from models.history import UserHistory
 from models.session import RecentEvent
-from models.state import MAGIC, VERSION, RecentIntent, StateConfig, UserState
+from models.state import BUDGET_BYTES, DEFLATED, MAGIC, VERSION, RecentIntent, StateConfig, UserState, _encode_v3
 from models.windows import DEFAULT_HORIZONS, Horizon
 from schemas.events import EVENT_TYPES, ClickEvent
 from tests.unit.test_session import USER, click_from_bits, reference as session_reference
@@ -252,6 +252,41 @@ def test_intents_round_trip_exactly_in_their_short_forms_and_take_few_bytes():
             "<ddd", b.p_purchase, b.cart_value, b.latency_ms)
 
 
+def busy_state(n_intents: int = 100) -> UserState:
+    """The golden state with as many intents in delivery as a saturated worker's busiest users."""
+    state = golden_state()
+    state.recent_intents = worker_intents(n_intents)
+    return state
+
+
+def test_a_record_over_the_budget_is_deflated_and_reads_back_the_same():
+    state = busy_state()
+    plain = bytearray(MAGIC) + bytes((VERSION,))
+    _encode_v3(state, plain)
+    assert len(plain) > BUDGET_BYTES  # what v3 alone writes for it: ~2.3 KiB
+    data = state.to_bytes()
+    assert data[:2] == MAGIC and data[2] == VERSION | DEFLATED and len(data) <= BUDGET_BYTES
+    assert UserState.from_bytes(data) == state
+    # a state within the budget is written as it is
+    small = golden_state().to_bytes()
+    assert small[2] == VERSION and len(small) <= BUDGET_BYTES
+
+
+def test_a_deflated_record_that_does_not_inflate_is_a_clear_error():
+    data = busy_state().to_bytes()
+    for bad in (data[:-10], data[:40] + bytes(len(data) - 40)):
+        with pytest.raises(ValueError, match="does not inflate"):
+            UserState.from_bytes(bad)
+
+
+def test_checked_in_deflated_v3_record_still_loads():
+    """Deflated records written now must keep loading (or this test documents the break)."""
+    data = (FIXTURES / "user_state_v3_deflated.bin").read_bytes()
+    assert data[2] == 3 | DEFLATED
+    assert UserState.from_bytes(data) == busy_state()
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--write-fixture"]:
     FIXTURES.mkdir(exist_ok=True)
     (FIXTURES / f"user_state_v{VERSION}.bin").write_bytes(golden_state().to_bytes())
+    (FIXTURES / f"user_state_v{VERSION}_deflated.bin").write_bytes(busy_state().to_bytes())
