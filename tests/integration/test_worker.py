@@ -1,6 +1,9 @@
 """The scoring worker end to end on the real broker: clicks in, one intent per valid click out."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from models.simulator import SimConfig, simulate
 from schemas.codec import decode_dead_letter, encode_click
 from schemas.events import ClickEvent
 from streams.topics import ensure_topics
+from tests.integration.conftest import REPO_ROOT
 from tests.integration.helpers import (
     Pipeline, collect, commit_positions, decode_all, intents_by_event, read_changelog, read_to_end, start_worker, stop_worker, tail,
     wait_until,
@@ -180,3 +184,37 @@ def test_a_clean_stop_while_busy_leaves_nothing_to_re_emit(kafka_bootstrap: str,
                              f"progress {changelog}\n{tail(second_log)}")
     assert "re-emitted: the last batch" not in second_log.read_text(), tail(second_log)
     print(f"\nstopped after {scored_first} of {len(events)} intents; {duplicates} exact duplicates after the restart")
+
+
+def test_records_lost_at_the_end_of_a_partitions_traffic_are_fetched_again(kafka_bootstrap: str, unique: str,
+                                                                             tmp_path: Path) -> None:
+    """faust-streaming can lose records it fetched (the client moves past them, the agent never gets them).
+    At the end of a partition's traffic no later record reveals the hole, so only unstall_fetching's
+    timer brings them back. The worker here runs with the last records of one partition lost on purpose
+    (tests/integration/apps/worker_dropping_fetched.py); every click must still get its intent."""
+    pipe = Pipeline.unique(kafka_bootstrap, unique)
+    ensure_topics(kafka_bootstrap, {pipe.clicks: 3, pipe.intents: 3, pipe.dlq: 1})
+    events = [e for e, _p in simulate(SimConfig(n_users=60, n_days=1, seed=31))]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    for ev in events:
+        producer.send(pipe.clicks, key=ev.user_id.encode(), value=encode_click(ev))
+    producer.flush()
+    producer.close()
+    in_partition_0 = sum(1 for r in read_to_end(kafka_bootstrap, pipe.clicks) if r.partition == 0)
+    assert in_partition_0 > 20
+
+    log_path = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.apps.worker_dropping_fetched", *pipe.worker_args(tmp_path / "w")],
+        cwd=REPO_ROOT, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "DROP_TOPIC": pipe.clicks, "DROP_PARTITION": "0",
+             "DROP_FROM": str(in_partition_0 - 10)})
+    try:
+        intents = decode_all(collect(kafka_bootstrap, pipe.intents, lambda rs: len(rs) >= len(events), timeout_s=120))
+    finally:
+        stop_worker(worker)
+    log = log_path.read_text(errors="replace")
+    assert "dropped fetched offsets" in log, tail(log_path)  # the loss happened
+    missing = {e.event_id for e in events} - {i["event_id"] for i in intents}
+    assert not missing, f"{len(missing)} clicks without an intent\n{tail(log_path)}"
+    assert "fetching them again" in log, tail(log_path)
