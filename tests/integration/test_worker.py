@@ -18,8 +18,8 @@ from schemas.events import ClickEvent
 from streams.topics import ensure_topics
 from tests.integration.conftest import REPO_ROOT
 from tests.integration.helpers import (
-    Pipeline, collect, commit_positions, decode_all, intents_by_event, read_changelog, read_to_end, start_worker, stop_worker, tail,
-    wait_until,
+    Pipeline, collect, commit_positions, decode_all, intents_by_event, read_changelog, read_to_end, start_worker,
+    stop_worker, tail, wait_until,
 )
 
 # Each poison message is (bytes, expected DLQ code); they go in mid-stream.
