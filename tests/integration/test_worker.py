@@ -18,8 +18,8 @@ from schemas.events import ClickEvent
 from streams.topics import ensure_topics
 from tests.integration.conftest import REPO_ROOT
 from tests.integration.helpers import (
-    Pipeline, collect, commit_positions, decode_all, intents_by_event, read_changelog, read_to_end, start_worker,
-    stop_worker, tail, wait_until,
+    Pipeline, collect, commit_positions, decode_all, intents_by_event, produce, read_changelog, read_to_end,
+    start_worker, stop_worker, tail, wait_until,
 )
 
 # Each poison message is (bytes, expected DLQ code); they go in mid-stream.
@@ -195,11 +195,7 @@ def test_records_lost_at_the_end_of_a_partitions_traffic_are_fetched_again(kafka
     pipe = Pipeline.unique(kafka_bootstrap, unique)
     ensure_topics(kafka_bootstrap, {pipe.clicks: 3, pipe.intents: 3, pipe.dlq: 1})
     events = [e for e, _p in simulate(SimConfig(n_users=60, n_days=1, seed=31))]
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
-    for ev in events:
-        producer.send(pipe.clicks, key=ev.user_id.encode(), value=encode_click(ev))
-    producer.flush()
-    producer.close()
+    produce(kafka_bootstrap, pipe.clicks, events)
     in_partition_0 = sum(1 for r in read_to_end(kafka_bootstrap, pipe.clicks) if r.partition == 0)
     assert in_partition_0 > 20
 
