@@ -123,7 +123,8 @@ def test_bad_messages_go_to_dlq_and_the_rest_is_scored(tmp_path, events):
     good = to_records(events[:50])
     bad = [
         Record(b"u1", b"{not json", TOPIC, 0, 10_000, 0.0),
-        Record(b"u1", orjson.dumps({"event_id": "x", "user_id": "u1", "ts": 1, "type": "teleport"}), TOPIC, 0, 10_001, 0.0),
+        Record(b"u1", orjson.dumps({"event_id": "x", "user_id": "u1", "ts": 1, "type": "teleport"}), TOPIC, 0,
+               10_001, 0.0),
         Record(b"someone-else", encode_click(events[0]), TOPIC, 0, 10_002, 0.0),  # key is not the user id
         Record(None, b"", TOPIC, 0, 10_003, 0.0),
     ]
