@@ -25,6 +25,13 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
     )
 
 
+def wait_ready(log_path: Path, starts: int) -> None:
+    """Until the `starts`-th worker start logged "Worker ready" (partitions assigned, tables recovered):
+    records sent while a worker still joins are the ones plain Faust was seen to lose."""
+    assert wait_until(lambda: log_path.read_text(errors="replace").count("Worker ready") >= starts, 90), \
+        log_path.read_text(errors="replace")[-3000:]
+
+
 def stop_worker(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -63,6 +70,7 @@ def test_table_restored_from_changelog_after_state_loss(kafka_bootstrap: str, un
 
     worker = start_worker(env, log_path)
     try:
+        wait_ready(log_path, 1)
         send_round(20)
         first = wait_for_counts(consumer, {k: 20 for k in KEYS})
         # Stop only once the changelog has every increment: plain Faust 0.15.3 may stop with changelog
@@ -79,10 +87,27 @@ def test_table_restored_from_changelog_after_state_loss(kafka_bootstrap: str, un
     shutil.rmtree(datadir)  # lose all local state: only the changelog topic can bring it back
     worker = start_worker(env, log_path)
     try:
-        send_round(1)
-        second = wait_for_counts(consumer, {k: 21 for k in KEYS})
+        wait_ready(log_path, 2)
+        # Plain faust-streaming 0.15.3 can lose records it fetched around a partition assignment (the worker
+        # guards against it: streams/gaps.py, unstall_fetching), so a round is sent again every 10 s until
+        # every key was counted again. Restored, each key's count goes on from 20.
+        first_after: dict[str, int] = {}
+        rounds = 0
+        deadline = time.monotonic() + 120
+        while len(first_after) < len(KEYS) and time.monotonic() < deadline:
+            send_round(1)
+            rounds += 1
+            round_ends = time.monotonic() + 10
+            while len(first_after) < len(KEYS) and time.monotonic() < round_ends:
+                for records in consumer.poll(timeout_ms=500).values():
+                    for r in records:
+                        key, count = r.value.decode().split("=")
+                        first_after.setdefault(key, int(count))
     finally:
         stop_worker(worker)
         consumer.close()
         producer.close()
-    assert second == {k: 21 for k in KEYS}, log_path.read_text()[-3000:]
+    assert set(first_after) == set(KEYS), f"{first_after} after {rounds} rounds\n{log_path.read_text()[-3000:]}"
+    # 21 for the first increment after the restore (a restore that missed records would give less)
+    assert all(c == 21 for c in first_after.values()), (
+        f"{first_after} after {rounds} rounds: not restored from the changelog\n{log_path.read_text()[-3000:]}")
