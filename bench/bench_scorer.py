@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from streams.scorer import Scorer  # noqa: E402
+from streams.scorer import Scorer, available_devices  # noqa: E402
 
 CPU_BATCHES = (1, 16, 128, 512, 2048, 8192)
 CUDA_BATCHES = CPU_BATCHES + (32768, 131072, 524288)
@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (the worker uses 1)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = [args.device] if args.device else available_devices()
     if "cuda" in devices:
         print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
     print(f"# torch CPU threads: {args.threads}")

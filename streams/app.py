@@ -152,18 +152,23 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     delivered_here: dict[tuple[str, int], int] = {}
     written_through: dict[tuple[str, int], int] = {}  # per partition, the last offset of its newest progress record
     acked_through: dict = {}  # see gaps.acknowledge_through; reset on a rebalance
+    last_batch_at: dict = {}  # per partition (Faust TP), when a batch last held it (monotonic)
+    sought: dict = {}  # per partition, the offset unstall_fetching last sought it back to
     generation_seen = [None]
+
+    def forget_on_rebalance() -> None:
+        """Clear what this worker knows per partition once the group's generation changed (the partitions
+        may have moved). Called by each batch and by unstall_fetching, which must notice a rebalance even
+        when no batch comes."""
+        if generation_seen[0] != app.consumer_generation_id:
+            generation_seen[0] = app.consumer_generation_id
+            for known in (taken_over, acked_through, delivered_here, written_through, last_batch_at, sought):
+                known.clear()
 
     async def prepare_batch(records: list[Record], by_record: dict) -> tuple[list[Record], dict, dict[str, int]]:
         """The batch in offset order per partition, with records read back from Kafka where needed
         (streams/gaps.py); its partition_bounds; and per source, the offset through which intents are
         known delivered."""
-        if generation_seen[0] != app.consumer_generation_id:
-            generation_seen[0] = app.consumer_generation_id
-            taken_over.clear()
-            acked_through.clear()
-            delivered_here.clear()
-            written_through.clear()
         # Per partition, offset order is the order the state must see (a seek back can re-deliver older
         # offsets after newer ones); partitions never share a user, so interleaving them does not matter.
         records = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
@@ -256,10 +261,6 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     log.info("acked %d processed offsets of %s/%d that Faust re-delivered without delivering "
                              "(commit was stuck at %d)", n, tp.topic, tp.partition, committed)
 
-    last_batch_at: dict = {}  # per partition (Faust TP), when a batch last held it (monotonic)
-    sought: dict = {}  # per partition, the offset unstall_fetching last sought it back to
-    stall_generation = [None]
-
     @app.timer(interval=5.0)
     async def unstall_fetching() -> None:
         """Fetch again the records Faust dropped at the end of a partition's traffic.
@@ -275,10 +276,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         recovery = app.tables.recovery
         if not recovery.completed.is_set() or recovery.in_recovery or agent_queue[0] is None:
             return
-        if stall_generation[0] != app.consumer_generation_id:
-            stall_generation[0] = app.consumer_generation_id
-            last_batch_at.clear()
-            sought.clear()
+        forget_on_rebalance()
         now = time.monotonic()
         consumer = app.consumer
         for tp in consumer.assignment():
@@ -424,6 +422,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 for ev in events:
                     ev.ack()
                 continue
+            forget_on_rebalance()
+            generation = generation_seen[0]  # this batch's, even if the timer sees a rebalance meanwhile
             records, bounds, delivered_through = await prepare_batch(records, by_record)
             taken_at = time.monotonic()
             for tp in bounds:  # (topic, partition): equal to Faust's TP as a key
@@ -454,7 +454,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     await in_flight.popleft()
                 write_states(result, bounds, by_record, delivered_through)
             delivery = asyncio.ensure_future(
-                deliver(result, bounds, by_record, generation_seen[0], events, arrived, process_s,
+                deliver(result, bounds, by_record, generation, events, arrived, process_s,
                         in_flight[-1] if in_flight else None))
             delivery.add_done_callback(crash_on_failure)
             in_flight.append(delivery)

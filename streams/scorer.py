@@ -33,6 +33,11 @@ def packed_order(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return order, running.sum(axis=1), sorted_idx
 
 
+def available_devices() -> list[str]:
+    """The devices this machine can score on: cpu, and cuda when there is a GPU."""
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from models.gru import GRUConfig, IntentGRU
+from streams.scorer import available_devices
 
 CFG = GRUConfig(n_types=8, n_item_buckets=101, n_category_buckets=17, n_numeric=10, n_rolling=30,
                 hidden_size=32)
@@ -88,10 +89,7 @@ def test_rolling_features_only_reach_the_head():
 
 
 # cuda joins where a GPU is present (no skip where there is none).
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", available_devices())
 def test_the_fused_cell_steps_like_the_gru_on_each_device(device):
     m = _model()
     cat, num, roll = _batch(64, 1)

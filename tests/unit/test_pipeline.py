@@ -16,7 +16,7 @@ from models.simulator import SimConfig, simulate
 from models.state import UserState
 from schemas.codec import decode_dead_letter, encode_click
 from streams.pipeline import Pipeline, Record
-from streams.scorer import Scorer
+from streams.scorer import Scorer, available_devices
 
 TOPIC = "clickstream"
 
@@ -103,10 +103,7 @@ def test_live_scores_equal_offline_full_sequence_pass(tmp_path, events):
 
 
 # cuda joins where a GPU is present (no skip where there is none): the worker picks it automatically there.
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", available_devices())
 def test_the_shipped_model_scores_live_on_each_device_as_offline_on_the_cpu(device, events):
     live_scorer = Scorer.load(device=device)  # the trained model the worker loads by default
     live, _ = Store().run(Pipeline(live_scorer), to_records(events), batch_size=64)
