@@ -2,7 +2,7 @@
 
 A state keeps every intent not yet known delivered (DESIGN §4: a crash must be answered by re-emitting
 them byte for byte). A saturated worker knows a batch delivered only once its intents are acknowledged,
-with up to two batches in delivery (streams/app.py MAX_IN_FLIGHT), so while batch N is scored, the
+with up to two batches before it in delivery (streams/app.py MAX_IN_FLIGHT - 1), so while batch N is scored, the
 intents of batches N-2 and N-1 are still kept: lag 3. Lag 1 is the floor (only the batch's own intents).
 This replays the benchmark's stream through Pipeline.process with that lag, no Kafka, and reports the
 sizes of the records written (what the changelog receives), against the 2 KiB per-user budget.

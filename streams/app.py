@@ -1,11 +1,13 @@
 """The Faust shell: topics, the `users` table and the scoring agent, on one screen.
 
-Everything interesting happens in streams.pipeline.Pipeline; this file only moves bytes between
-Kafka, the RocksDB-backed table and the pipeline, once per micro-batch.
+Everything interesting happens in streams.pipeline.Pipeline, run by streams.core_process (in a child
+process by default); this file only moves bytes between Kafka, the RocksDB-backed table and the core,
+once per micro-batch.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -17,24 +19,24 @@ from typing import Iterator
 import faust
 from faust.streams import _current_event
 
-from models.state import UserState
-
 from .gaps import (acknowledge_through, decode_progress, encode_progress, find_gaps, log_start_offsets,
                    progress_key, read_range)
+from .core_process import CoreConfig, CoreProcess, InlineCore
 from .pipeline import Pipeline, Record, settle_gc
 from .scorer import Scorer
 from . import fast_drain
 from .batched_send import publish
 from .durable_table import DurableTable
 from .settings import Settings, faust_security
-from .user_cache import UserCache
 from .web import install_ops
 
 log = logging.getLogger(__name__)
 
 CONFIRM_TIMEOUT_S = 60.0  # a healthy broker acknowledges a batch's state writes in milliseconds
 STALL_S = 10.0  # a partition with unprocessed records and no batch for this long is fetched again
-MAX_IN_FLIGHT = 2  # batches scored and stored whose intents are not yet delivered
+# Batches handed to the core whose intents are not yet delivered, the one being prepared included: while
+# the core scores batch N, batch N-1 is written and delivered and N-2 finishes its delivery.
+MAX_IN_FLIGHT = 3
 
 
 @contextmanager
@@ -82,6 +84,30 @@ def partition_bounds(records: list[Record]) -> dict[tuple[str, int], tuple[Recor
     return bounds
 
 
+class ExclusiveOfScoring:
+    """The erasure agent's lock: held, no batch is in the core nor enters it.
+
+    The scoring agent holds `lock` only to hand a batch to the core, which loads the batch's states and
+    returns them to be written later; so once it has the lock, the erasure also waits for the core to
+    finish every batch it was given. An erasure between a batch's load and its write would be undone.
+    """
+
+    def __init__(self, lock: asyncio.Lock, state: dict):
+        self.lock, self.state = lock, state
+
+    async def __aenter__(self) -> None:
+        await self.lock.acquire()
+        try:
+            if "core" in self.state:
+                await self.state["core"].idle()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.lock.release()
+
+
 def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -120,16 +146,23 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     progress = app.Table("progress", partitions=settings.partitions, key_type=bytes, value_type=bytes,
                          options={"driver": "rocksdict"})
 
-    state: dict[str, Pipeline] = {}
+    state: dict = {}  # "pipeline": the model being served (swapped by ops.control); "core": who scores with it
     app.intentstream = state  # type: ignore[attr-defined]  # for the web views and tests
-    cache = UserCache(settings.state_cache_users)  # decoded states of recently seen users (streams/user_cache.py)
     users_lock = asyncio.Lock()  # the scoring agent's load→write of user states vs. the erasure agent
+    erased: list[str] = []  # users erased since the last batch: the core forgets their cached states
     # Metrics, /health /ready /metrics /dashboard, model hot swap, pseudonymization, erasure agent.
-    ops = install_ops(app, settings, users, state, event_context, on_erased=cache.forget, users_lock=users_lock)
+    ops = install_ops(app, settings, users, state, event_context, on_erased=erased.append,
+                      users_lock=ExclusiveOfScoring(users_lock, state))
 
     @app.task
     async def lighten_consumer() -> None:
         fast_drain.install(app.consumer)  # no four tasks per consumed message (streams/fast_drain.py)
+
+    def core_lost(why: str) -> None:
+        # Nothing after the last scored batch was acked: the restarted worker picks it up again.
+        log.critical("%s; exiting so the worker is restarted", why)
+        logging.shutdown()
+        os._exit(5)
 
     @app.task
     async def load_model() -> None:
@@ -141,8 +174,22 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             logging.shutdown()
             os._exit(3)
         ops.metrics.set_model(chosen.version)
+        pipeline = Pipeline(chosen, settings.max_message_bytes, pseudonymize=ops.pseudonymize)
+        if settings.core_process:
+            core = CoreProcess(CoreConfig(chosen.artifact.path.resolve(), chosen.device.type, settings.max_message_bytes,
+                                          settings.pseudonym_key, settings.state_cache_users, settings.torch_threads),
+                               chosen, on_lost=core_lost)
+        else:
+            core = InlineCore(pipeline, settings.state_cache_users)
+        try:
+            await core.start()
+        except Exception as exc:  # noqa: BLE001 - as without a model
+            log.critical("cannot start the core process, exiting: %s", exc)
+            logging.shutdown()
+            os._exit(3)
         settle_gc()
-        state["pipeline"] = pipeline = Pipeline(chosen, settings.max_message_bytes, pseudonymize=ops.pseudonymize)
+        state["core"] = core
+        state["pipeline"] = pipeline
         if scorer is None:
             await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
 
@@ -154,6 +201,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     acked_through: dict = {}  # see gaps.acknowledge_through; reset on a rebalance
     last_batch_at: dict = {}  # per partition (Faust TP), when a batch last held it (monotonic)
     sought: dict = {}  # per partition, the offset unstall_fetching last sought it back to
+    # Per partition, the first and last offset handed to the core since the last rebalance: the batches in the
+    # core or in delivery, whose progress record may not be written yet.
+    submitted: dict[tuple[str, int], tuple[int, int]] = {}
     generation_seen = [None]
 
     def forget_on_rebalance() -> None:
@@ -162,7 +212,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         when no batch comes."""
         if generation_seen[0] != app.consumer_generation_id:
             generation_seen[0] = app.consumer_generation_id
-            for known in (taken_over, acked_through, delivered_here, written_through, last_batch_at, sought):
+            for known in (taken_over, acked_through, delivered_here, written_through, last_batch_at, sought, submitted):
                 known.clear()
 
     async def prepare_batch(records: list[Record], by_record: dict) -> tuple[list[Record], dict, dict[str, int]]:
@@ -179,6 +229,11 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         for tp, recs in by_partition.items():
             with event_context(by_record[id(recs[0])]):
                 done[tp], delivered[tp] = decode_progress(progress.get(progress_key(*tp)))
+            if tp in submitted:  # the batches before this one may still be in the core: processed all the same
+                first, last = submitted[tp]
+                done[tp] = last if done[tp] is None else max(done[tp], last)
+                if delivered[tp] is None:
+                    delivered[tp] = first - 1
             if tp not in taken_over:
                 taken_over.add(tp)
                 # First batch of this partition since a rebalance: the previous owner may have died after
@@ -189,7 +244,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                                    True))
             elif tp in delivered_here:
                 # Only deliveries already acknowledged count: the batches still in flight (at most
-                # MAX_IN_FLIGHT) keep their intents in the states written now, for a crash to re-emit them.
+                # MAX_IN_FLIGHT - 1) keep their intents in the states written now, for a crash to re-emit them.
                 delivered[tp] = delivered_here[tp]
         # Partitions this app never processed: compare with the log start (once each; see streams/gaps.py).
         fresh = [tp for tp, d in done.items() if d is None and by_partition[tp][0].offset > 0]
@@ -288,6 +343,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             high = consumer.highwater(tp)
             done, _delivered = decode_progress(progress.get(progress_key(tp.topic, tp.partition)))
             resume = done + 1 if done is not None else consumer._committed_offset.get(tp)
+            if resume is None and high:  # never processed nor committed here: from where the log starts
+                resume = (await log_start_offsets(settings.bootstrap, [(tp.topic, tp.partition)]))[
+                    (tp.topic, tp.partition)]
             if high is None or resume is None or high <= resume or sought.get(tp) == resume:
                 continue
             log.warning("%s/%d: offsets %d..%d not processed and none arrived for %.0f s; fetching them again",
@@ -296,12 +354,12 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             last_batch_at[tp] = now
             await consumer.seek(tp, resume)
 
-    def write_states(result, bounds: dict, by_record: dict, delivered_through: dict[str, int]) -> None:
+    def write_states(result, *, records: list[Record], bounds: dict, by_record: dict,
+                     delivered_through: dict[str, int]) -> None:
         """The batch's user states and per-partition progress, each under an event of its own partition."""
-        for user_id, user_state in result.states.items():
-            with event_context(by_record[id(result.last_record[user_id])]):
-                users[user_id.encode()] = user_state.to_bytes()
-            cache.put(user_id, user_state)
+        for user_id, data in result.states.items():
+            with event_context(by_record[id(records[result.last_record[user_id]])]):
+                users[user_id.encode()] = data
         for (topic, partition), (_first, last) in bounds.items():
             write_progress((topic, partition), last, by_record, delivered_through[f"{topic}/{partition}"])
 
@@ -322,15 +380,16 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             if written_through.get(tp) == last.offset:
                 write_progress(tp, last, by_record, last.offset)
 
-    async def deliver(result, bounds: dict, by_record: dict, generation: int, events: list, arrived: float,
-                      process_s: float, previous: asyncio.Task | None) -> None:
-        """A batch's second half, overlapped with the scoring of the next batches: wait until the broker has
-        its state writes, then (after the previous batch, to keep each partition's order) publish its
+    async def deliver(scored: asyncio.Future, bounds: dict, by_record: dict, generation: int, events: list,
+                      arrived: float, previous: asyncio.Task | None) -> None:
+        """A batch's second half, overlapped with the scoring of the next batches: once the core scored it and
+        its states were written (`scored`), wait until the broker has those state writes, then (after the previous batch, to keep each partition's order) publish its
         intents and dead letters, count them delivered once the broker has them, and ack its offsets."""
         # The state writes (changelog records) must be acknowledged before the intents go out: otherwise a
         # crash can publish an intent whose state is lost, and failover re-scores the click instead of
         # re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.
         # (Not app.producer.flush(): see streams/durable_table.py.)
+        result = await scored
         await confirm_state_writes()
         if previous is not None:
             await previous
@@ -342,7 +401,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             await dead_letters.send(key=key, value=value)
         if result.dlq_codes:
             log.warning("dead-lettered %s", dict(result.dlq_codes))
-        ops.observe_batch(events, result, arrived, process_s)
+        ops.observe_batch(events, result, arrived, result.process_s)
         for _partition, _n, fut in sent:
             await fut
         for tp, (_first, last) in bounds.items():  # later batches' states may forget these intents now
@@ -392,11 +451,15 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                     await asyncio.wait(in_flight, timeout=10.0)
                 return
             hold_stop_for(events)
-            pipeline = state.get("pipeline")
-            while pipeline is None:  # the model loads once, at startup
+            while "core" not in state:  # the model loads once, at startup
                 await app.sleep(0.05)
-                pipeline = state.get("pipeline")
+            pipeline, core = state["pipeline"], state["core"]
             arrived = time.time() * 1000.0
+            # Bounds the intents a state keeps (all above `delivered_through`, computed after this) and the
+            # work a crash leaves to re-emit; the core scores the batch before while its predecessor is
+            # being delivered.
+            while in_flight and (in_flight[0].done() or len(in_flight) >= MAX_IN_FLIGHT):
+                await in_flight.popleft()
             by_record: dict[int, faust.EventT] = {}
             records = []
             assigned, dropped = app.consumer.assignment(), []
@@ -426,36 +489,29 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             generation = generation_seen[0]  # this batch's, even if the timer sees a rebalance meanwhile
             records, bounds, delivered_through = await prepare_batch(records, by_record)
             taken_at = time.monotonic()
-            for tp in bounds:  # (topic, partition): equal to Faust's TP as a key
+            for tp, (first, last) in bounds.items():  # (topic, partition): equal to Faust's TP as a key
                 last_batch_at[tp] = taken_at
+                submitted[tp] = (submitted.get(tp, (first.offset,))[0], last.offset)
 
-            def load_state(user_id: str, rec: Record) -> UserState | None:
-                cached = cache.get(user_id)
-                if cached is not None:
-                    return cached
-                with event_context(by_record[id(rec)]):
-                    data = users.get(user_id.encode())
-                return UserState.from_bytes(data) if data is not None else None
+            def read_states(missing: list[tuple[str, int]], records=records, by_record=by_record) -> dict:
+                """The stored states of the users the core does not hold, each read under its own partition."""
+                out = {}
+                for user_id, i in missing:
+                    with event_context(by_record[id(records[i])]):
+                        out[user_id] = users.get(user_id.encode())
+                return out
 
-            # From loading states to writing them back, an erasure must wait (it would be undone).
-            async with users_lock:
-                cache.check_generation(app.consumer_generation_id)
-                started = time.perf_counter()
-                try:
-                    result = pipeline.process(records, load_state, delivered_through)
-                except BaseException:
-                    cache.clear()  # cached states may be half-applied; the table still has the last good ones
-                    raise
-                process_s = time.perf_counter() - started
-                # Bounds the intents a state keeps (all above `delivered_through`) and the work a crash
-                # leaves to re-emit. Here, after scoring, so the scoring overlapped those deliveries
-                # (waiting before taking the batch measured slower).
-                while in_flight and (in_flight[0].done() or len(in_flight) >= MAX_IN_FLIGHT):
-                    await in_flight.popleft()
-                write_states(result, bounds, by_record, delivered_through)
+            async with users_lock:  # an erasure waits for the batches in the core (ExclusiveOfScoring)
+                if pipeline.scorer is not core.scorer:  # ops.control swapped the model since the last batch
+                    await core.use(pipeline.scorer)
+                forget, erased[:] = list(erased), []
+                # The core loads the states, scores, and hands back what write_states writes, before it
+                # answers any later batch's request for states.
+                scored = core.submit(records, read_states, delivered_through, app.consumer_generation_id, forget,
+                                     functools.partial(write_states, records=records, bounds=bounds,
+                                                       by_record=by_record, delivered_through=delivered_through))
             delivery = asyncio.ensure_future(
-                deliver(result, bounds, by_record, generation, events, arrived, process_s,
-                        in_flight[-1] if in_flight else None))
+                deliver(scored, bounds, by_record, generation, events, arrived, in_flight[-1] if in_flight else None))
             delivery.add_done_callback(crash_on_failure)
             in_flight.append(delivery)
 

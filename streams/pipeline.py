@@ -78,6 +78,9 @@ class _Segment:
 
 # Returns the user's stored state or None; the shell reads its table under `record`'s partition.
 StateLoader = Callable[[str, Record], "UserState | None"]
+# Told every user of a batch (with the user's first record) before the first StateLoader call, so states
+# kept elsewhere can be fetched in one go (streams/core_process.py).
+Prefetch = Callable[[list[tuple[str, Record]]], None]
 
 
 # IntentEvent(...), cheaper (schemas.frozen): one per click
@@ -133,21 +136,23 @@ class Pipeline:
 
     # -------------------------------------------------------------------------------- public
     def process(self, records: list[Record], load_state: StateLoader,
-                delivered_through: dict[str, int] | None = None) -> BatchResult:
+                delivered_through: dict[str, int] | None = None, prefetch: Prefetch | None = None) -> BatchResult:
         """Score a micro-batch. `delivered_through[source]` is the offset through which the shell knows the
         intents reached Kafka (default: everything before this batch); each state keeps every intent above
         it, so a crash before the rest are delivered is answered by re-emitting them (see _forget_delivered)."""
         with _cyclic_gc_paused():
-            return self._process(records, load_state, delivered_through)
+            return self._process(records, load_state, delivered_through, prefetch)
 
     def _process(self, records: list[Record], load_state: StateLoader,
-                 delivered_through: dict[str, int] | None) -> BatchResult:
+                 delivered_through: dict[str, int] | None, prefetch: Prefetch | None) -> BatchResult:
         result = BatchResult()
         per_user: dict[str, list[tuple[Record, ClickEvent]]] = defaultdict(list)
         for rec in records:
             event = self._decode(rec, result)
             if event is not None:
                 per_user[event.user_id].append((rec, event))
+        if prefetch is not None:
+            prefetch([(user_id, items[0][0]) for user_id, items in per_user.items()])
 
         pending: dict[str, list[tuple[Record, ClickEvent]]] = {}
         repeats: list[tuple[Record, ClickEvent]] = []

@@ -47,6 +47,9 @@ class Settings:
     torch_threads: int = 1
     # Decoded user states kept between batches (LRU); 0 turns the cache off. ~10 KiB each in memory.
     state_cache_users: int = 50_000
+    # Run the core (decode, state, scoring, encoding) in a child process, beside Faust's work on the other
+    # batches (streams/core_process.py); off: one process, for a single-core machine.
+    core_process: bool = True
     # Operations (docs/operations.md): model hot swap, right to erasure, pseudonymization.
     # Per app ({app_id} is filled in): a deploy targets one group's workers, and the erasure topic must be
     # co-partitioned with that app's source topics. "" disables the feature.
@@ -175,6 +178,8 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
                    help="seconds before a silent worker's partitions move (failover time)")
     p.add_argument("--state-cache-users", dest="state_cache_users", type=int,
                    help="decoded user states kept in memory between batches (0: off)")
+    p.add_argument("--no-core-process", dest="core_process", action="store_const", const=False,
+                   help="score in the worker's own process, not in a child process beside it")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

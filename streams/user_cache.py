@@ -24,6 +24,9 @@ class UserCache:
     def __len__(self) -> int:
         return len(self._states)
 
+    def __contains__(self, user_id: str) -> bool:
+        return user_id in self._states
+
     def check_generation(self, generation: int) -> None:
         """Empty the cache when the consumer group rebalanced since the last batch."""
         if generation != self.generation:

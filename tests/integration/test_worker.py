@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import orjson
+import pytest
 from kafka import KafkaProducer
 
 from models import artifacts
@@ -186,12 +187,14 @@ def test_a_clean_stop_while_busy_leaves_nothing_to_re_emit(kafka_bootstrap: str,
     print(f"\nstopped after {scored_first} of {len(events)} intents; {duplicates} exact duplicates after the restart")
 
 
+@pytest.mark.parametrize("lost", ["last", "all"])
 def test_records_lost_at_the_end_of_a_partitions_traffic_are_fetched_again(kafka_bootstrap: str, unique: str,
-                                                                             tmp_path: Path) -> None:
+                                                                             tmp_path: Path, lost: str) -> None:
     """faust-streaming can lose records it fetched (the client moves past them, the agent never gets them).
     At the end of a partition's traffic no later record reveals the hole, so only unstall_fetching's
     timer brings them back. The worker here runs with the last records of one partition lost on purpose
-    (tests/integration/apps/worker_dropping_fetched.py); every click must still get its intent."""
+    (tests/integration/apps/worker_dropping_fetched.py), or all of them: then the partition has neither
+    progress nor a committed offset to resume from. Every click must still get its intent."""
     pipe = Pipeline.unique(kafka_bootstrap, unique)
     ensure_topics(kafka_bootstrap, {pipe.clicks: 3, pipe.intents: 3, pipe.dlq: 1})
     events = [e for e, _p in simulate(SimConfig(n_users=60, n_days=1, seed=31))]
@@ -204,7 +207,7 @@ def test_records_lost_at_the_end_of_a_partitions_traffic_are_fetched_again(kafka
         [sys.executable, "-m", "tests.integration.apps.worker_dropping_fetched", *pipe.worker_args(tmp_path / "w")],
         cwd=REPO_ROOT, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "DROP_TOPIC": pipe.clicks, "DROP_PARTITION": "0",
-             "DROP_FROM": str(in_partition_0 - 10)})
+             "DROP_FROM": str(in_partition_0 - 10 if lost == "last" else 0)})
     try:
         intents = decode_all(collect(kafka_bootstrap, pipe.intents, lambda rs: len(rs) >= len(events), timeout_s=120))
     finally:

@@ -1,0 +1,334 @@
+"""The worker's core (streams.pipeline.Pipeline, the decoded-state cache, the state encoding) in a process of
+its own, so that a micro-batch's scoring overlaps Faust's work on the batches around it.
+
+A saturated worker was one Python thread at ~100% of a core while the broker took ~15% of the other (`top`
+during bench/bench_pipeline.py): Faust (fetching, events, table writes, producing, acks) and the core
+took turns on one core. The core needs none of Faust, so it runs in a child process; the shell sends it a
+batch's raw records, answers its one request for the states it does not hold, and gets back what to write
+and what to publish:
+
+    shell (Faust, streams/app.py)                            core (this module's `serve`, a child process)
+    ("batch", records, delivered, generation, forget) ──►   decode; which users are not cached here?
+                              ◄── ("fetch", [(user_id, index of the user's first record)])
+    ("states", {user_id: stored bytes or None})       ──►   apply, score, encode each touched state
+                              ◄── ("done", CoreResult)
+
+Decoded states stay cached with the core, so the core empties them: on a new consumer generation (the
+partitions may have moved; sent with each batch), per user on erasure (sent with the next batch), and
+after a batch that failed half-way. `InlineCore` runs the same BatchCore in the worker's own process
+(`--no-core-process`), for machines with one core and for side-by-side benchmarks.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import pickle
+import signal
+import time
+import traceback
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from models.state import UserState
+
+from .pipeline import Pipeline, Record, settle_gc
+from .scorer import Scorer
+from .user_cache import UserCache
+
+log = logging.getLogger(__name__)
+
+# (user_id, index of one of its records in the batch) -> the user's stored state bytes, or None if none
+StateReader = Callable[[list[tuple[str, int]]], dict[str, "bytes | None"]]
+
+
+@dataclass
+class CoreResult:
+    """What the shell writes and publishes for one batch (plain data: it crosses the process boundary)."""
+
+    intents: list[tuple[str, bytes]]  # (user_id, IntentEvent bytes), in publishing order
+    dead_letters: list[tuple[bytes | None, bytes]]  # (key, DeadLetter bytes)
+    states: dict[str, bytes]  # every user of the batch: the encoded state to write back
+    last_record: dict[str, int]  # per user: index of the record (in the batch as sent) to write its state under
+    reemitted: int
+    dlq_codes: dict[str, int]
+    process_s: float  # the core's own time: decode, apply, score, encode
+
+
+class CoreError(RuntimeError):
+    """The core failed on a batch (a bug, not bad input: bad events are dead-lettered)."""
+
+
+class BatchCore:
+    """One micro-batch at a time, in whichever process: decoded states are cached between batches, the rest
+    come from the shell's table through `read_states`, once per batch."""
+
+    def __init__(self, pipeline: Pipeline, cache_users: int):
+        self.pipeline = pipeline
+        self.cache = UserCache(cache_users)
+
+    def process(self, records: list[Record], read_states: StateReader, delivered_through: dict[str, int],
+                generation: int | None, forget: list[str]) -> CoreResult:
+        cache = self.cache
+        for user_id in forget:
+            cache.forget(user_id)
+        cache.check_generation(generation)
+        index = {id(rec): i for i, rec in enumerate(records)}
+        fetched: dict[str, bytes | None] = {}
+
+        def prefetch(users: list[tuple[str, Record]]) -> None:
+            missing = [(user_id, index[id(rec)]) for user_id, rec in users if user_id not in cache]
+            if missing:
+                fetched.update(read_states(missing))
+
+        def load_state(user_id: str, _rec: Record) -> UserState | None:
+            state = cache.get(user_id)
+            if state is None:
+                data = fetched.get(user_id)
+                state = UserState.from_bytes(data) if data is not None else None
+            return state
+
+        started = time.perf_counter()
+        try:
+            result = self.pipeline.process(records, load_state, delivered_through, prefetch)
+        except BaseException:
+            cache.clear()  # cached states may be half-applied; the table still has the last good ones
+            raise
+        states = {}
+        for user_id, state in result.states.items():
+            states[user_id] = state.to_bytes()
+            cache.put(user_id, state)
+        return CoreResult(result.intents, result.dead_letters, states,
+                          {user_id: index[id(rec)] for user_id, rec in result.last_record.items()},
+                          result.reemitted, dict(result.dlq_codes), time.perf_counter() - started)
+
+
+class InlineCore:
+    """The core in the worker's own process: each batch is scored when submitted."""
+
+    def __init__(self, pipeline: Pipeline, cache_users: int):
+        self.core = BatchCore(pipeline, cache_users)
+        self.scorer = pipeline.scorer
+
+    async def start(self) -> None:
+        pass
+
+    async def use(self, scorer: Scorer) -> None:
+        self.core.pipeline.scorer = self.scorer = scorer
+
+    def submit(self, records: list[Record], read_states: StateReader, delivered_through: dict[str, int],
+               generation: int | None, forget: list[str], on_scored: Callable[[CoreResult], None]) -> asyncio.Future:
+        scored = asyncio.get_running_loop().create_future()
+        try:
+            result = self.core.process(records, read_states, delivered_through, generation, forget)
+            on_scored(result)
+        except Exception as exc:  # noqa: BLE001 - the caller's future carries it
+            scored.set_exception(exc)
+        else:
+            scored.set_result(result)
+        return scored
+
+    async def idle(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    model_dir: Path
+    device: str
+    max_message_bytes: int
+    pseudonym_key: str
+    cache_users: int
+    torch_threads: int
+
+
+@dataclass
+class _Request:
+    """A message to the core awaiting its reply; the core answers them in the order they were sent."""
+
+    scored: asyncio.Future
+    read_states: StateReader | None = None  # batches: answers the core's one request for states
+    on_scored: Callable[[CoreResult], None] | None = None  # batches: run before any later message is handled
+
+
+class CoreProcess:
+    """The shell's handle on the core's child process.
+
+    Batches are submitted without waiting for the ones before: the child scores batch N+1 while the shell
+    writes and delivers batch N. One reader task takes the child's messages in order and runs a batch's
+    `on_scored` (writing its states) before it answers the next batch's request for states, so the table
+    read for a user is never older than the core's last result for that user.
+    """
+
+    def __init__(self, config: CoreConfig, scorer: Scorer, on_lost: Callable[[str], None]):
+        self.config = config
+        self.scorer = scorer  # the model the child serves (the shell's copy, for the swap check)
+        self.on_lost = on_lost  # the child died: the worker cannot score any more
+        self._pending: deque[_Request] = deque()
+        self._conn = None
+        self._process = None
+        # Sends go through one thread, in order: a batch can be larger than the pipe's buffer, and the child
+        # reads it only once it finished the batch before, which must not block the event loop.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="core-writer")
+
+    async def start(self) -> None:
+        # spawn, not fork: the worker already runs threads (Faust's consumer, torch).
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_end = context.Pipe()
+        # daemon: at exit, multiprocessing terminates the child instead of waiting for it.
+        self._process = context.Process(target=serve, args=(child_end, self.config), name="intentstream-core",
+                                        daemon=True)
+        self._process.start()
+        child_end.close()  # so the shell sees EOF if the child dies
+        kind, payload = await self._receive()
+        if kind != "ready":
+            raise CoreError(f"the core process did not start: {payload}")
+        log.info("core process %d serving model %s", self._process.pid, payload)
+        self._reader = asyncio.ensure_future(self._read_replies())
+        self._reader.add_done_callback(self._reader_ended)
+
+    def _reader_ended(self, reader: asyncio.Task) -> None:
+        # No reply can arrive any more: fail what waits for one. Cancelled: the worker is stopping.
+        why = "the worker is stopping" if reader.cancelled() else str(reader.exception())
+        while self._pending:
+            request = self._pending.popleft()
+            if not request.scored.done():
+                request.scored.set_exception(CoreError(why))
+        if not reader.cancelled():
+            self.on_lost(why)
+
+    def submit(self, records: list[Record], read_states: StateReader, delivered_through: dict[str, int],
+               generation: int | None, forget: list[str], on_scored: Callable[[CoreResult], None]) -> asyncio.Future:
+        """Send a batch; the future is the CoreResult, set after `on_scored(result)` ran."""
+        request = _Request(asyncio.get_running_loop().create_future(), read_states, on_scored)
+        self._pending.append(request)
+        raw = [(r.key, r.value, r.topic, r.partition, r.offset, r.arrived_ms, r.reemit_only) for r in records]
+        self._send(("batch", raw, delivered_through, generation, forget))
+        return request.scored
+
+    async def use(self, scorer: Scorer) -> None:
+        """Serve `scorer`'s model from the next batch on (the child loads the same artifact)."""
+        request = _Request(asyncio.get_running_loop().create_future())
+        self._pending.append(request)
+        self._send(("model", str(scorer.artifact.path), scorer.device.type))
+        try:
+            version = await request.scored
+        except CoreError as exc:
+            version = str(exc)
+        if version != scorer.version:
+            log.error("the core process could not switch to model %s at %s, still serving %s: %s", scorer.version,
+                      scorer.artifact.path, self.scorer.version, version)
+        self.scorer = scorer  # not retried every batch; the log above reports it
+
+    async def idle(self) -> None:
+        """Return once every batch submitted so far was scored (or failed)."""
+        while self._pending:
+            await asyncio.wait([self._pending[-1].scored])
+
+    def _send(self, message: tuple) -> None:
+        blob = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        self._writer.submit(self._conn.send_bytes, blob)
+
+    async def _read_replies(self) -> None:
+        """Until the child goes away (a CoreError ends it; `_reader_ended` fails what is pending)."""
+        while True:
+            kind, payload = await self._receive()
+            if kind == "fetch":
+                try:
+                    states = self._pending[0].read_states(payload)
+                except Exception:  # noqa: BLE001 - the core fails this batch, which stops the worker
+                    log.exception("reading the states of a batch failed")
+                    states = None
+                self._send(("states", states))
+                continue
+            request = self._pending.popleft()
+            if kind == "error":
+                outcome = CoreError(f"the core failed:\n{payload}")
+            else:
+                outcome = payload
+                try:
+                    if request.on_scored is not None:
+                        request.on_scored(payload)
+                except Exception as exc:  # noqa: BLE001 - the batch's own future reports it
+                    outcome = exc
+            if request.scored.done():  # cancelled: whoever waited stopped waiting
+                continue
+            if isinstance(outcome, Exception):
+                request.scored.set_exception(outcome)
+            else:
+                request.scored.set_result(outcome)
+
+    async def _receive(self) -> tuple[str, object]:
+        conn = self._conn
+        if not conn.poll():
+            loop = asyncio.get_running_loop()
+            readable = loop.create_future()
+            loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
+            try:
+                await readable
+            finally:
+                loop.remove_reader(conn.fileno())
+        try:
+            return conn.recv()
+        except (EOFError, OSError):  # EOF, or a reset when it died mid-message
+            raise CoreError(f"the core process exited (exit code {self._process.exitcode})") from None
+
+
+def serve(conn, config: CoreConfig) -> None:
+    """The child process: load the model, then answer the shell's messages until it goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the whole group: the shell stops us
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [core %(process)d] %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    from .privacy import pseudonymizer_from_key
+
+    torch.set_num_threads(config.torch_threads)
+    try:
+        pipeline = Pipeline(Scorer.load(config.model_dir, config.device), config.max_message_bytes,
+                            pseudonymize=pseudonymizer_from_key(config.pseudonym_key))
+    except Exception:  # noqa: BLE001 - reported to the shell, which decides
+        conn.send(("error", traceback.format_exc()))
+        return
+    core = BatchCore(pipeline, config.cache_users)
+    settle_gc()
+    conn.send(("ready", pipeline.scorer.version))
+    queued: deque[tuple] = deque()  # messages that arrived while waiting for states
+
+    def read_states(missing: list[tuple[str, int]]) -> dict[str, bytes | None]:
+        conn.send(("fetch", missing))
+        while True:
+            message = conn.recv()
+            if message[0] == "states":
+                break
+            queued.append(message)  # the shell sends the next batch without waiting for this one
+        if message[1] is None:
+            raise CoreError("the worker could not read the batch's stored states")
+        return message[1]
+
+    while True:
+        try:
+            message = queued.popleft() if queued else conn.recv()
+        except EOFError:
+            return  # the shell is gone
+        kind = message[0]
+        if kind == "batch":
+            _kind, raw, delivered_through, generation, forget = message
+            try:
+                result = core.process([Record(*r) for r in raw], read_states, delivered_through, generation, forget)
+            except EOFError:
+                return
+            except Exception:  # noqa: BLE001 - the shell decides what a failed batch means
+                conn.send(("error", traceback.format_exc()))
+                continue
+            conn.send(("done", result))
+        elif kind == "model":
+            _kind, model_dir, device = message
+            try:
+                pipeline.scorer = Scorer.load(Path(model_dir), device)
+            except Exception:  # noqa: BLE001 - the old model keeps serving
+                conn.send(("error", traceback.format_exc()))
+                continue
+            conn.send(("model", pipeline.scorer.version))

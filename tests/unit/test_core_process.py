@@ -1,0 +1,156 @@
+"""streams.core_process: the core in the worker's process or in a child process gives the same intents and
+states as Pipeline itself; states come from the shell once per batch and never older than its writes."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import orjson
+import pytest
+
+from streams.core_process import BatchCore, CoreConfig, CoreError, CoreProcess, InlineCore
+from streams.pipeline import Pipeline
+
+from .test_pipeline import Store, make_scorer, to_records
+
+# scored_at and latency_ms depend on when a batch ran
+TIMING = ("scored_at", "latency_ms")
+
+
+def comparable(intents: list[tuple[str, bytes]]) -> list[dict]:
+    return [{k: v for k, v in orjson.loads(b).items() if k not in TIMING} for _u, b in intents]
+
+
+class Table:
+    """The shell's side: the `users` table as bytes, and every read the core asked for."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.reads: list[list[str]] = []
+
+    def read_states(self, missing: list[tuple[str, int]]) -> dict[str, bytes | None]:
+        self.reads.append([user_id for user_id, _i in missing])
+        return {user_id: self.data.get(user_id) for user_id, _i in missing}
+
+    def write(self, result) -> None:
+        self.data.update(result.states)
+
+
+@pytest.fixture(scope="module")
+def events():
+    from models.simulator import SimConfig, simulate
+
+    return [e for e, _p in simulate(SimConfig(n_users=30, n_days=2, seed=5))][:400]
+
+
+def batches(records, size):
+    return [records[i:i + size] for i in range(0, len(records), size)]
+
+
+def test_batch_core_equals_the_pipeline_and_reads_each_user_once_while_cached(tmp_path, events):
+    scorer = make_scorer(tmp_path)
+    records = to_records(events)
+    expected, _ = Store().run(Pipeline(scorer), records, batch_size=50)
+    core, table, got = BatchCore(Pipeline(scorer), cache_users=1000), Table(), []
+    for batch in batches(records, 50):
+        result = core.process(batch, table.read_states, None, generation=1, forget=[])
+        table.write(result)
+        got += result.intents
+        for user_id, i in result.last_record.items():  # the user's last record in the batch as sent
+            assert orjson.loads(batch[i].value)["user_id"] == user_id
+    assert comparable(got) == comparable(expected)
+    read = [u for users in table.reads for u in users]
+    assert sorted(read) == sorted(set(read)) == sorted({e.user_id for e in events})  # once each: then cached
+
+
+def test_batch_core_forgets_on_a_new_generation_on_erasure_and_after_a_failure(tmp_path, events):
+    core, table = BatchCore(Pipeline(make_scorer(tmp_path)), cache_users=1000), Table()
+    first, second = batches(to_records(events), 100)[:2]
+    table.write(core.process(first, table.read_states, None, generation=1, forget=[]))
+    users = {orjson.loads(r.value)["user_id"] for r in second}
+    erased = sorted(users)[0]
+    table.reads.clear()
+    core.process(second, table.read_states, None, generation=1, forget=[erased])
+    known = {orjson.loads(r.value)["user_id"] for r in first}
+    assert set(table.reads[0]) == (users - known) | {erased}
+    table.reads.clear()
+    core.process(second[:5], table.read_states, None, generation=2, forget=[])  # rebalanced: all read again
+    assert set(table.reads[0]) == {orjson.loads(r.value)["user_id"] for r in second[:5]}
+
+    def broken(_missing):
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError):
+        core.process(second[5:10], broken, None, generation=2, forget=[])
+    assert len(core.cache) == 0
+
+
+def config_for(scorer, cache_users: int = 1000) -> CoreConfig:
+    return CoreConfig(scorer.artifact.path, "cpu", 65_536, "", cache_users, 1)
+
+
+async def test_the_child_process_gives_the_inline_cores_results(tmp_path, events):
+    scorer = make_scorer(tmp_path)
+    records = to_records(events)
+    lost = []
+    inline, child = InlineCore(Pipeline(scorer), 1000), CoreProcess(config_for(scorer), scorer, on_lost=lost.append)
+    await child.start()
+    try:
+        outputs = []
+        for core in (inline, child):
+            table, intents, users = Table(), [], set()
+            # Submitted back to back: the child scores a batch while the ones before are still being answered.
+            futures = [core.submit(b, table.read_states, None, 1, [], table.write) for b in batches(records, 64)]
+            for result in await asyncio.gather(*futures):
+                intents += result.intents
+                users.update(result.states)
+            outputs.append((comparable(intents), users, sorted(table.data)))
+        assert outputs[0] == outputs[1]
+        assert lost == []
+    finally:
+        child._process.kill()
+
+
+async def test_a_batch_reads_states_written_for_the_batch_before_even_when_submitted_early(tmp_path, events):
+    """Without a cache the child reads every user from the table. A user's second batch, submitted before
+    the first was scored, must still see the first batch's state: its session counts on."""
+    scorer = make_scorer(tmp_path)
+    user = events[0].user_id
+    mine = [e for e in events if e.user_id == user][:6]
+    records = to_records(mine, partitions=1)
+    child = CoreProcess(config_for(scorer, cache_users=0), scorer, on_lost=lambda why: None)
+    await child.start()
+    try:
+        table = Table()
+        futures = [child.submit([r], table.read_states, None, 1, [], table.write) for r in records]
+        results = await asyncio.gather(*futures)
+    finally:
+        child._process.kill()
+    counts = [orjson.loads(r.intents[0][1])["session_events"] for r in results]
+    expected, _ = Store().run(Pipeline(scorer), records, batch_size=1)
+    assert counts == [orjson.loads(b)["session_events"] for _u, b in expected]
+    assert len(table.reads) == len(records)  # really read from the table each time
+    assert max(counts) > 1
+
+
+async def test_a_model_swap_lands_between_batches_and_a_lost_child_is_reported(tmp_path, events):
+    first, second = make_scorer(tmp_path, seed=0), make_scorer(tmp_path, seed=1)
+    assert first.version != second.version
+    records = to_records(events[:40])
+    lost = []
+    child = CoreProcess(config_for(first), first, on_lost=lost.append)
+    await child.start()
+    table = Table()
+    before = await child.submit(records[:20], table.read_states, None, 1, [], table.write)
+    await child.use(second)
+    after = await child.submit(records[20:], table.read_states, None, 1, [], table.write)
+    assert {orjson.loads(b)["model_version"] for _u, b in before.intents} == {first.version}
+    assert {orjson.loads(b)["model_version"] for _u, b in after.intents} == {second.version}
+    assert child.scorer is second
+
+    os.kill(child._process.pid, signal.SIGKILL)
+    pending = child.submit(records[:5], table.read_states, None, 1, [], table.write)
+    with pytest.raises(CoreError, match="exited"):
+        await asyncio.wait_for(pending, timeout=30)
+    assert lost and "exited" in lost[0]
