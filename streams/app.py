@@ -7,7 +7,6 @@ once per micro-batch.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import time
@@ -21,7 +20,7 @@ from faust.streams import _current_event
 
 from .gaps import (acknowledge_through, decode_progress, encode_progress, find_gaps, log_start_offsets,
                    progress_key, read_range)
-from .core_process import CoreConfig, CoreProcess, InlineCore
+from .core_process import CoreConfig, CoreProcess, InlineCore, StatesToSend
 from .pipeline import Pipeline, Record, settle_gc
 from .scorer import Scorer
 from . import fast_drain
@@ -190,6 +189,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         settle_gc()
         state["core"] = core
         state["pipeline"] = pipeline
+        state["to_send"] = StatesToSend(ops.pseudonymize)
         if scorer is None:
             await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
 
@@ -354,7 +354,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             last_batch_at[tp] = now
             await consumer.seek(tp, resume)
 
-    def write_states(result, *, records: list[Record], bounds: dict, by_record: dict,
+    def write_states(result, records: list[Record], bounds: dict, by_record: dict,
                      delivered_through: dict[str, int]) -> None:
         """The batch's user states and per-partition progress, each under an event of its own partition."""
         for user_id, data in result.states.items():
@@ -453,7 +453,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             hold_stop_for(events)
             while "core" not in state:  # the model loads once, at startup
                 await app.sleep(0.05)
-            pipeline, core = state["pipeline"], state["core"]
+            pipeline, core, to_send = state["pipeline"], state["core"], state["to_send"]
             arrived = time.time() * 1000.0
             # Bounds the intents a state keeps (all above `delivered_through`, computed after this) and the
             # work a crash leaves to re-emit; the core scores the batch before while its predecessor is
@@ -505,11 +505,21 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 if pipeline.scorer is not core.scorer:  # ops.control swapped the model since the last batch
                     await core.use(pipeline.scorer)
                 forget, erased[:] = list(erased), []
+                for user_id in forget:
+                    to_send.forget(user_id)
+                batch_users, opaque = to_send.users_of(records)
+                given = read_states(to_send.choose(batch_users))
+                to_send.submitted(batch_users, opaque)
+
+                def on_scored(result, records=records, bounds=bounds, by_record=by_record,
+                              delivered_through=delivered_through, batch_users=batch_users, opaque=opaque) -> None:
+                    write_states(result, records, bounds, by_record, delivered_through)
+                    to_send.answered(batch_users, opaque, result)  # after the write: the table has them now
+
                 # The core loads the states, scores, and hands back what write_states writes, before it
                 # answers any later batch's request for states.
                 scored = core.submit(records, read_states, delivered_through, app.consumer_generation_id, forget,
-                                     functools.partial(write_states, records=records, bounds=bounds,
-                                                       by_record=by_record, delivered_through=delivered_through))
+                                     on_scored, given)
             delivery = asyncio.ensure_future(
                 deliver(scored, bounds, by_record, generation, events, arrived, in_flight[-1] if in_flight else None))
             delivery.add_done_callback(crash_on_failure)

@@ -27,11 +27,13 @@ class UserCache:
     def __contains__(self, user_id: str) -> bool:
         return user_id in self._states
 
-    def check_generation(self, generation: int) -> None:
-        """Empty the cache when the consumer group rebalanced since the last batch."""
+    def check_generation(self, generation: int) -> bool:
+        """Empty the cache when the consumer group rebalanced since the last batch; True if it did."""
         if generation != self.generation:
             self._states.clear()
             self.generation = generation
+            return True
+        return False
 
     def get(self, user_id: str) -> UserState | None:
         state = self._states.get(user_id)
@@ -42,13 +44,16 @@ class UserCache:
         self.hits += 1
         return state
 
-    def put(self, user_id: str, state: UserState) -> None:
+    def put(self, user_id: str, state: UserState) -> list[str]:
+        """Keep `state`; returns the users dropped to make room (least recently used first)."""
         if self.max_users <= 0:
-            return
+            return [user_id]
         self._states[user_id] = state
         self._states.move_to_end(user_id)
+        dropped = []
         while len(self._states) > self.max_users:
-            self._states.popitem(last=False)  # least recently used
+            dropped.append(self._states.popitem(last=False)[0])  # least recently used
+        return dropped
 
     def forget(self, user_id: str) -> None:
         self._states.pop(user_id, None)
