@@ -11,6 +11,7 @@ import pytest
 
 from streams.core_process import BatchCore, CoreConfig, CoreError, CoreProcess, InlineCore
 from streams.pipeline import Pipeline
+from streams.scorer import available_devices
 
 from .test_pipeline import Store, make_scorer, to_records
 
@@ -86,47 +87,63 @@ def test_batch_core_forgets_on_a_new_generation_on_erasure_and_after_a_failure(t
     assert len(core.cache) == 0
 
 
-def config_for(scorer, cache_users: int = 1000) -> CoreConfig:
-    return CoreConfig(scorer.artifact.path, "cpu", 65_536, "", cache_users, 1)
+def config_for(scorer, cache_users: int = 1000, device: str = "cpu") -> CoreConfig:
+    return CoreConfig(scorer.artifact.path, device, 65_536, "", cache_users, 1)
 
 
-async def test_the_child_process_gives_the_inline_cores_results(tmp_path, events):
+@pytest.mark.parametrize("device", available_devices())
+def test_the_child_process_gives_the_inline_cores_results(tmp_path, events, device):
+    """The child scores on `device` (cuda where there is one), the inline core on the cpu."""
     scorer = make_scorer(tmp_path)
     records = to_records(events)
     lost = []
-    inline, child = InlineCore(Pipeline(scorer), 1000), CoreProcess(config_for(scorer), scorer, on_lost=lost.append)
-    await child.start()
-    try:
-        outputs = []
-        for core in (inline, child):
-            table, intents, users = Table(), [], set()
-            # Submitted back to back: the child scores a batch while the ones before are still being answered.
-            futures = [core.submit(b, table.read_states, None, 1, [], table.write) for b in batches(records, 64)]
-            for result in await asyncio.gather(*futures):
-                intents += result.intents
-                users.update(result.states)
-            outputs.append((comparable(intents), users, sorted(table.data)))
-        assert outputs[0] == outputs[1]
-        assert lost == []
-    finally:
-        child._process.kill()
+
+    async def scenario():
+        inline = InlineCore(Pipeline(scorer), 1000)
+        child = CoreProcess(config_for(scorer, device=device), scorer, on_lost=lost.append)
+        await child.start()
+        try:
+            outputs = []
+            for core in (inline, child):
+                table, intents, users = Table(), [], set()
+                # Back to back: the child scores a batch while the ones before are still being answered.
+                futures = [core.submit(b, table.read_states, None, 1, [], table.write) for b in batches(records, 64)]
+                for result in await asyncio.gather(*futures):
+                    intents += result.intents
+                    users.update(result.states)
+                outputs.append((comparable(intents), users, sorted(table.data)))
+            return outputs
+        finally:
+            child._process.kill()
+
+    (inline_intents, *inline_rest), (child_intents, *child_rest) = asyncio.run(scenario())
+    assert inline_rest == child_rest and len(inline_intents) == len(child_intents) == len(records)
+    for a, b in zip(inline_intents, child_intents):
+        assert abs(a.pop("p_purchase") - b.pop("p_purchase")) <= 1e-5  # cpu against `device`
+        a.pop("intent"), b.pop("intent")  # the level follows p; a tie at a threshold may flip it
+        assert a == b
+    assert lost == []
 
 
-async def test_a_batch_reads_states_written_for_the_batch_before_even_when_submitted_early(tmp_path, events):
+def test_a_batch_reads_states_written_for_the_batch_before_even_when_submitted_early(tmp_path, events):
     """Without a cache the child reads every user from the table. A user's second batch, submitted before
     the first was scored, must still see the first batch's state: its session counts on."""
     scorer = make_scorer(tmp_path)
     user = events[0].user_id
     mine = [e for e in events if e.user_id == user][:6]
     records = to_records(mine, partitions=1)
-    child = CoreProcess(config_for(scorer, cache_users=0), scorer, on_lost=lambda why: None)
-    await child.start()
-    try:
-        table = Table()
-        futures = [child.submit([r], table.read_states, None, 1, [], table.write) for r in records]
-        results = await asyncio.gather(*futures)
-    finally:
-        child._process.kill()
+    table = Table()
+
+    async def scenario():
+        child = CoreProcess(config_for(scorer, cache_users=0), scorer, on_lost=lambda why: None)
+        await child.start()
+        try:
+            return await asyncio.gather(*[child.submit([r], table.read_states, None, 1, [], table.write)
+                                          for r in records])
+        finally:
+            child._process.kill()
+
+    results = asyncio.run(scenario())
     counts = [orjson.loads(r.intents[0][1])["session_events"] for r in results]
     expected, _ = Store().run(Pipeline(scorer), records, batch_size=1)
     assert counts == [orjson.loads(b)["session_events"] for _u, b in expected]
@@ -134,23 +151,76 @@ async def test_a_batch_reads_states_written_for_the_batch_before_even_when_submi
     assert max(counts) > 1
 
 
-async def test_a_model_swap_lands_between_batches_and_a_lost_child_is_reported(tmp_path, events):
+def test_a_model_swap_lands_between_batches_and_a_lost_child_is_reported(tmp_path, events):
     first, second = make_scorer(tmp_path, seed=0), make_scorer(tmp_path, seed=1)
     assert first.version != second.version
     records = to_records(events[:40])
     lost = []
-    child = CoreProcess(config_for(first), first, on_lost=lost.append)
-    await child.start()
-    table = Table()
-    before = await child.submit(records[:20], table.read_states, None, 1, [], table.write)
-    await child.use(second)
-    after = await child.submit(records[20:], table.read_states, None, 1, [], table.write)
+
+    async def scenario():
+        child = CoreProcess(config_for(first), first, on_lost=lost.append)
+        await child.start()
+        table = Table()
+        before = await child.submit(records[:20], table.read_states, None, 1, [], table.write)
+        await child.use(second)
+        after = await child.submit(records[20:], table.read_states, None, 1, [], table.write)
+        assert child.scorer is second
+        os.kill(child._process.pid, signal.SIGKILL)
+        pending = child.submit(records[:5], table.read_states, None, 1, [], table.write)
+        with pytest.raises(CoreError, match="exited"):
+            await asyncio.wait_for(pending, timeout=30)
+        return before, after
+
+    before, after = asyncio.run(scenario())
     assert {orjson.loads(b)["model_version"] for _u, b in before.intents} == {first.version}
     assert {orjson.loads(b)["model_version"] for _u, b in after.intents} == {second.version}
-    assert child.scorer is second
-
-    os.kill(child._process.pid, signal.SIGKILL)
-    pending = child.submit(records[:5], table.read_states, None, 1, [], table.write)
-    with pytest.raises(CoreError, match="exited"):
-        await asyncio.wait_for(pending, timeout=30)
     assert lost and "exited" in lost[0]
+
+
+def test_states_are_sent_along_only_for_users_the_core_lacks_and_no_batch_in_the_core_names():
+    from streams.core_process import CoreResult, StatesToSend
+    from streams.pipeline import Record
+
+    def recs(*keys):
+        return [Record(k, b"{}", "t", 0, i, 0.0) for i, k in enumerate(keys)]
+
+    def result(states, cleared=False, evicted=()):
+        return CoreResult([], [], {u: b"s" for u in states}, {}, 0, {}, 0.0, cleared, list(evicted))
+
+    to_send = StatesToSend()
+    first, opaque = to_send.users_of(recs(b"a", b"b", b"a"))
+    assert first == {"a": 0, "b": 1} and not opaque
+    assert to_send.choose(first) == [("a", 0), ("b", 1)]  # nothing held yet
+    to_send.submitted(first, opaque)
+    second, _ = to_send.users_of(recs(b"b", b"c"))
+    assert to_send.choose(second) == [("c", 1)]  # b's batch is still in the core: its stored state may be old
+    to_send.answered(first, False, result(["a", "b"], evicted=["a"]))
+    assert to_send.choose(second) == [("c", 1)]  # b is held now
+    assert to_send.choose({"a": 0}) == [("a", 0)]  # evicted
+    to_send.answered({}, False, result(["c"], cleared=True))
+    assert to_send.choose({"b": 0, "c": 1}) == [("b", 0)]  # the core emptied its cache first
+    to_send.forget("c")  # erased
+    assert to_send.choose({"c": 0}) == [("c", 0)]
+
+    unnamed, opaque = to_send.users_of(recs(None, b"d"))
+    assert unnamed == {"d": 1} and opaque
+    to_send.submitted(unnamed, opaque)
+    assert to_send.choose({"e": 0}) == []  # some user of a batch in the core is unknown: send nothing
+    to_send.answered(unnamed, opaque, result(["d"]))
+    assert to_send.choose({"e": 0}) == [("e", 0)]
+    assert StatesToSend(lambda u: "p-" + u).users_of(recs(b"a"))[0] == {"p-a": 0}  # keyed like the table
+
+
+def test_batch_core_uses_the_states_sent_along_but_prefers_its_own(tmp_path, events):
+    core, table = BatchCore(Pipeline(make_scorer(tmp_path)), cache_users=1000), Table()
+    first, second = batches(to_records(events), 100)[:2]
+    table.write(core.process(first, table.read_states, None, generation=1, forget=[]))
+    known = {orjson.loads(r.value)["user_id"] for r in first}
+    new = {orjson.loads(r.value)["user_id"] for r in second} - known
+    assert new and known & {orjson.loads(r.value)["user_id"] for r in second}
+    # Garbage for the cached users: never read (a cached state is at least as new); the new ones as stored.
+    given = {**{user_id: b"not a state" for user_id in known}, **{user_id: None for user_id in new}}
+    table.reads.clear()
+    result = core.process(second, table.read_states, None, generation=1, forget=[], given=given)
+    assert table.reads == []  # nothing left to ask for
+    assert set(result.states) == {orjson.loads(r.value)["user_id"] for r in second}
