@@ -145,7 +145,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     progress = app.Table("progress", partitions=settings.partitions, key_type=bytes, value_type=bytes,
                          options={"driver": "rocksdict"})
 
-    state: dict = {}  # "pipeline": the model being served (swapped by ops.control); "core": who scores with it
+    # "pipeline": holds the model being served (ops.control swaps it); "core": who scores with it;
+    # "to_send": which stored states go along with a batch (streams/core_process.py)
+    state: dict = {}
     app.intentstream = state  # type: ignore[attr-defined]  # for the web views and tests
     users_lock = asyncio.Lock()  # the scoring agent's load→write of user states vs. the erasure agent
     erased: list[str] = []  # users erased since the last batch: the core forgets their cached states
@@ -175,9 +177,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         ops.metrics.set_model(chosen.version)
         pipeline = Pipeline(chosen, settings.max_message_bytes, pseudonymize=ops.pseudonymize)
         if settings.core_process:
-            core = CoreProcess(CoreConfig(chosen.artifact.path.resolve(), chosen.device.type, settings.max_message_bytes,
-                                          settings.pseudonym_key, settings.state_cache_users, settings.torch_threads),
-                               chosen, on_lost=core_lost)
+            config = CoreConfig(chosen.artifact.path.resolve(), chosen.device.type, settings.max_message_bytes,
+                                settings.pseudonym_key, settings.state_cache_users, settings.torch_threads)
+            core = CoreProcess(config, chosen, on_lost=core_lost)
         else:
             core = InlineCore(pipeline, settings.state_cache_users)
         try:
@@ -383,8 +385,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     async def deliver(scored: asyncio.Future, bounds: dict, by_record: dict, generation: int, events: list,
                       arrived: float, previous: asyncio.Task | None) -> None:
         """A batch's second half, overlapped with the scoring of the next batches: once the core scored it and
-        its states were written (`scored`), wait until the broker has those state writes, then (after the previous batch, to keep each partition's order) publish its
-        intents and dead letters, count them delivered once the broker has them, and ack its offsets."""
+        its states were written (`scored`), wait until the broker has those state writes, then (after the
+        previous batch, to keep each partition's order) publish its intents and dead letters, count them
+        delivered once the broker has them, and ack its offsets."""
         # The state writes (changelog records) must be acknowledged before the intents go out: otherwise a
         # crash can publish an intent whose state is lost, and failover re-scores the click instead of
         # re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.
@@ -456,8 +459,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             pipeline, core, to_send = state["pipeline"], state["core"], state["to_send"]
             arrived = time.time() * 1000.0
             # Bounds the intents a state keeps (all above `delivered_through`, computed after this) and the
-            # work a crash leaves to re-emit; the core scores the batch before while its predecessor is
-            # being delivered.
+            # work a crash leaves to re-emit; while the core scores one batch, the one before it is written
+            # and delivered.
             while in_flight and (in_flight[0].done() or len(in_flight) >= MAX_IN_FLIGHT):
                 await in_flight.popleft()
             by_record: dict[int, faust.EventT] = {}

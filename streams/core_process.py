@@ -357,7 +357,8 @@ def _as_file(conn, mode: str):
 def serve(inbox, outbox, config: CoreConfig) -> None:
     """The child process: load the model, then answer the shell's messages until it goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the whole group: the shell stops us
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [core %(process)d] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="[%(asctime)s] [core %(process)d] %(levelname)s %(name)s: %(message)s")
     import torch
 
     from .privacy import pseudonymizer_from_key
