@@ -3,20 +3,21 @@ its own, so that a micro-batch's scoring overlaps Faust's work on the batches ar
 
 A saturated worker was one Python thread at ~100% of a core while the broker took ~15% of the other (`top`
 during bench/bench_pipeline.py): Faust (fetching, events, table writes, producing, acks) and the core
-took turns on one core. The core needs none of Faust, so it runs in a child process; the shell sends it a
-batch's raw records, answers its one request for the states it does not hold, and gets back what to write
-and what to publish:
+took turns on one core. The core needs none of Faust, so it runs in a child process. The shell sends it a
+batch's raw records with the stored states it guesses the core lacks (StatesToSend), answers a request
+for any other state it needs, and gets back what to write and what to publish:
 
-    shell (Faust, streams/app.py)                            core (this module's `serve`, a child process)
-    ("batch", records, delivered, generation, forget) ──►   decode; which users are not cached here?
-                              ◄── ("fetch", [(user_id, index of the user's first record)])
-    ("states", {user_id: stored bytes or None})       ──►   apply, score, encode each touched state
+    shell (Faust, streams/app.py)                              core (`serve`, a child process)
+    ("batch", records, delivered, generation, forget, given) ──►  decode; a user neither cached nor given?
+                              ◄── ("fetch", [(user_id, index of the user's first record)])     (rarely)
+    ("states", {user_id: stored bytes or None})              ──►  apply, score, encode each touched state
                               ◄── ("done", CoreResult)
 
-Decoded states stay cached with the core, so the core empties them: on a new consumer generation (the
-partitions may have moved; sent with each batch), per user on erasure (sent with the next batch), and
-after a batch that failed half-way. `InlineCore` runs the same BatchCore in the worker's own process
-(`--no-core-process`), for machines with one core and for side-by-side benchmarks.
+The shell does not wait for a batch's result before sending the next (CoreProcess). Decoded states stay
+cached with the core, so the core empties them: on a new consumer generation (the partitions may have
+moved; sent with each batch), per user on erasure (sent with the next batch), and after a batch that
+failed half-way. `InlineCore` runs the same BatchCore in the worker's own process (`--no-core-process`),
+for machines with one core and for side-by-side benchmarks (docs/BENCHMARKS.md, sixth round).
 """
 from __future__ import annotations
 
