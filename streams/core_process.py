@@ -135,17 +135,21 @@ class StatesToSend:
     def users_of(self, records: list[Record]) -> tuple[dict[str, int], bool]:
         """Each user named by a record key (the user id; see Pipeline._decode), with the index of its first
         record, and whether some record named nobody."""
-        users: dict[str, int] = {}
+        first: dict[bytes, int] = {}  # per distinct key, so each is decoded (and pseudonymized) once
         opaque = False
         for i, rec in enumerate(records):
+            if rec.key is None:
+                opaque = True
+            elif rec.key not in first:
+                first[rec.key] = i
+        users: dict[str, int] = {}
+        for key, i in first.items():
             try:
-                user_id = rec.key.decode()
-            except (AttributeError, UnicodeDecodeError):  # no key, or not text
+                user_id = key.decode()
+            except UnicodeDecodeError:  # not text: no user the core would find
                 opaque = True
                 continue
-            if self.pseudonymize is not None:
-                user_id = self.pseudonymize(user_id)
-            users.setdefault(user_id, i)
+            users.setdefault(user_id if self.pseudonymize is None else self.pseudonymize(user_id), i)
         return users, opaque
 
     def choose(self, users: dict[str, int]) -> list[tuple[str, int]]:
@@ -158,17 +162,17 @@ class StatesToSend:
         self.pending.update(users.keys())
         self.pending_opaque += opaque
 
-    def answered(self, users: dict[str, int], opaque: bool, result: CoreResult | None) -> None:
+    def answered(self, users: dict[str, int], opaque: bool, result: CoreResult) -> None:
+        """After the batch's states were written (a failed batch stops the worker: no call then)."""
         self.pending.subtract(users.keys())
         for user_id in users:
             if self.pending[user_id] <= 0:
                 del self.pending[user_id]
         self.pending_opaque -= opaque
-        if result is not None:
-            if result.cleared:
-                self.held.clear()
-            self.held.update(result.states)
-            self.held.difference_update(result.evicted)
+        if result.cleared:
+            self.held.clear()
+        self.held.update(result.states)
+        self.held.difference_update(result.evicted)
 
     def forget(self, user_id: str) -> None:
         self.held.discard(user_id)
