@@ -302,6 +302,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="sample the worker with py-spy during the saturation run; prints where its time goes")
     ap.add_argument("--only-throughput", action="store_true", help="stop after (a) and (b)")
+    ap.add_argument("--only-latency", action="store_true",
+                    help="only the fixed-load runs (a worker on an empty table; no (a), (b), (c), restore)")
     ap.add_argument("--pairs", type=int, default=1,
                     help="saturation runs in one process, each after one with the core process (alternated)")
     ap.add_argument("--skip-one-process", action="store_true",
@@ -318,12 +320,12 @@ def main() -> None:
         events = make_events(args.events, seed=1)
         ensure_topics(bs, {"clicks": PARTITIONS, "bare-out": PARTITIONS, "intents": PARTITIONS,
                            "naive-out": PARTITIONS, "clickstream.dlq": 1})
-        asyncio.run(fill(bs, "clicks", events))
-        print(f"filled 'clicks' with {len(events)} events", flush=True)
-
-        bare = asyncio.run(bare_loop(bs, "clicks", "bare-out", len(events)))
-        rows.append(("(a) bare aiokafka consume→produce", f"{bare:,.0f} events/s", "-"))
-        print(rows[-1], flush=True)
+        if not args.only_latency:
+            asyncio.run(fill(bs, "clicks", events))
+            print(f"filled 'clicks' with {len(events)} events", flush=True)
+            bare = asyncio.run(bare_loop(bs, "clicks", "bare-out", len(events)))
+            rows.append(("(a) bare aiokafka consume→produce", f"{bare:,.0f} events/s", "-"))
+            print(rows[-1], flush=True)
 
         def start_worker(max_wait: float, max_batch: int | None = None, app_id: str = "bench",
                          intents: str = "intents", extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
@@ -350,7 +352,7 @@ def main() -> None:
         for pair in range(0 if args.skip_one_process else args.pairs):
             runs += [(max_batches[0], ONE_PROCESS)] + ([(max_batches[0], ())] if pair < args.pairs - 1 else [])
         rates, last_core = [], None
-        for i, (max_batch, extra) in enumerate(runs):
+        for i, (max_batch, extra) in enumerate([] if args.only_latency else runs):
             app_id, intents = ("bench", "intents") if i == 0 else (f"bench-{i}", f"intents-{i}")
             ensure_topics(bs, {intents: PARTITIONS})
             worker, port = start_worker(args.throughput_max_wait, max_batch, app_id, intents, extra)
@@ -382,23 +384,24 @@ def main() -> None:
             # measures restoring the users table from its changelog.
             import shutil
 
-            shutil.rmtree(work / "bench")
+            shutil.rmtree(work / "bench", ignore_errors=True)
             t_restore = time.perf_counter()
             worker, port = start_worker(args.latency_max_wait, max_batches[0])
             wait_ready(port)
             restore_s = time.perf_counter() - t_restore
-            n_changelog = changelog_records(bs, "bench-users-changelog")
-            rows.append(("restore users table from changelog (empty state dir → ready)",
-                         f"{n_changelog:,} records in {restore_s:.1f} s ({n_changelog / restore_s:,.0f} records/s, "
-                         "incl. worker start)", "-"))
-            print(rows[-1], flush=True)
+            if not args.only_latency:
+                n_changelog = changelog_records(bs, "bench-users-changelog")
+                rows.append(("restore users table from changelog (empty state dir → ready)",
+                             f"{n_changelog:,} records in {restore_s:.1f} s ({n_changelog / restore_s:,.0f} "
+                             "records/s, incl. worker start)", "-"))
+                print(rows[-1], flush=True)
 
-            naive = asyncio.run(naive_loop(bs, "clicks", "naive-out", args.naive_events, args.model))
-            rows.append(("(c) naive: per event, full-session GRU", f"{naive:,.0f} events/s",
-                         " ".join(f"(b, max_batch {mb}{' one process' if extra else ''})/(c) = {r / naive:.1f}×;"
-                                  for (mb, extra), r in zip(runs, rates))
-                         + " target ≥ 10×"))
-            print(rows[-1], flush=True)
+                naive = asyncio.run(naive_loop(bs, "clicks", "naive-out", args.naive_events, args.model))
+                rows.append(("(c) naive: per event, full-session GRU", f"{naive:,.0f} events/s",
+                             " ".join(f"(b, max_batch {mb}{' one process' if extra else ''})/(c) = {r / naive:.1f}×;"
+                                      for (mb, extra), r in zip(runs, rates))
+                             + " target ≥ 10×"))
+                print(rows[-1], flush=True)
 
             fresh = make_events(int(max(map(float, args.rates.split(","))) * args.seconds) + 10, seed=2)
             for rate in map(float, args.rates.split(",")):

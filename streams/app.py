@@ -167,6 +167,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
 
     @app.task
     async def load_model() -> None:
+        if settings.core_process:
+            # The shell's copy of each model only checks that it loads (the core's process scores): on the cpu,
+            # so that a GPU holds one copy and one CUDA context per worker, not two.
+            ops.control.load_device = "cpu"
         try:
             chosen = scorer or await ops.control.initial_scorer()  # the deployed model, else settings.model_dir
         except Exception as exc:  # noqa: BLE001 - without a model the worker must stop, not hang
@@ -177,7 +181,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         ops.metrics.set_model(chosen.version)
         pipeline = Pipeline(chosen, settings.max_message_bytes, pseudonymize=ops.pseudonymize)
         if settings.core_process:
-            config = CoreConfig(chosen.artifact.path.resolve(), chosen.device.type, settings.max_message_bytes,
+            device = settings.device if scorer is None else chosen.device.type  # a given scorer: its device
+            config = CoreConfig(chosen.artifact.path.resolve(), device, settings.max_message_bytes,
                                 settings.pseudonym_key, settings.state_cache_users, settings.torch_threads)
             core = CoreProcess(config, chosen, on_lost=core_lost)
         else:
@@ -193,7 +198,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         state["pipeline"] = pipeline
         state["to_send"] = StatesToSend(ops.pseudonymize)
         if scorer is None:
-            await ops.control.follow(pipeline)  # swaps pipeline.scorer between batches until the worker stops
+            # Swaps the model between batches until the worker stops; the core serves each new one first.
+            await ops.control.follow(pipeline, activate=core.use)
 
     taken_over: set[tuple[str, int]] = set()  # partitions already checked since the last rebalance
     # Per partition, the last offset whose intent this worker saw acknowledged by the broker (since the last
@@ -505,8 +511,6 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 return out
 
             async with users_lock:  # an erasure waits for the batches in the core (ExclusiveOfScoring)
-                if pipeline.scorer is not core.scorer:  # ops.control swapped the model since the last batch
-                    await core.use(pipeline.scorer)
                 forget, erased[:] = list(erased), []
                 for user_id in forget:
                     to_send.forget(user_id)

@@ -6,6 +6,8 @@
                                               every worker, no consumer group ▼ (1 partition, read in full)
         load + verify in a thread ──bad──► refused: logged, counted; the old model keeps serving
                      │ ok
+        the core's process loads it too (between two of its batches) ──fails──► refused, as above
+                     │ ok
                      ▼ between two micro-batches
               pipeline.scorer = new scorer  (hidden states rebuild from each session's stored events)
 
@@ -25,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Awaitable, Callable, Iterable
 
 import orjson
 
@@ -141,6 +143,7 @@ class ModelControl:
         self.base = ModelRef("(worker default)", str(base_dir))
         self.stack: list[ModelRef] = []
         self.serving: ModelRef | None = None
+        self.load_device = settings.device  # where this process's copy of each model goes (see streams.app)
         self.swaps = 0
         self.refused: list[dict] = []  # newest last, a few kept for /status
         self._consumer = None
@@ -157,7 +160,7 @@ class ModelControl:
 
     async def _load(self, ref: ModelRef) -> Scorer:
         # Reading, hashing and building the model take long: off the event loop, batches keep flowing.
-        return await asyncio.to_thread(Scorer.load, Path(ref.path), self.settings.device)
+        return await asyncio.to_thread(Scorer.load, Path(ref.path), self.load_device)
 
     def _refuse(self, ref: ModelRef, exc: Exception) -> None:
         log.error("model %s at %s refused, keeping %s: %s", ref.version, ref.path,
@@ -189,15 +192,17 @@ class ModelControl:
         self._serve(self.base, scorer)
         return scorer
 
-    async def follow(self, pipeline) -> None:
-        """Apply new control messages for as long as the worker runs."""
+    async def follow(self, pipeline, activate: Callable[[Scorer], Awaitable[None]] | None = None) -> None:
+        """Apply new control messages for as long as the worker runs. `activate(scorer)` makes whoever scores
+        serve a new model before it counts as served (streams.core_process: the core's process loads it
+        too); if it raises, the swap is refused like a model that does not load."""
         if not self.enabled:
             return
         try:
             while True:
                 try:
                     if await self._drain(until_end=False):
-                        await self._apply(pipeline)
+                        await self._apply(pipeline, activate)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # noqa: BLE001 - a broker hiccup must not end model control for good
@@ -206,17 +211,19 @@ class ModelControl:
         finally:
             await self._consumer.stop()
 
-    async def _apply(self, pipeline) -> None:
+    async def _apply(self, pipeline, activate: Callable[[Scorer], Awaitable[None]] | None = None) -> None:
         want = self.stack[-1] if self.stack else self.base
         if self.serving is not None and want.path == self.serving.path:
             return
         try:
             scorer = await self._load(want)
+            if activate is not None:
+                await activate(scorer)
         except Exception as exc:  # noqa: BLE001 - whatever breaks loading, the serving model stays
             self._refuse(want, exc)
             return
         old = pipeline.scorer.version
-        pipeline.scorer = scorer  # the agent reads it once per batch: the swap lands between batches
+        pipeline.scorer = scorer  # read once per batch: the swap lands between batches
         self.swaps += 1
         self._serve(want, scorer)
         if self.metrics is not None:

@@ -293,18 +293,14 @@ class CoreProcess:
         return request.scored
 
     async def use(self, scorer: Scorer) -> None:
-        """Serve `scorer`'s model from the next batch on (the child loads the same artifact)."""
+        """Serve `scorer`'s model from the next batch on: the child loads the same artifact. CoreError if it
+        cannot (the artifact changed since the shell loaded it, or the device is out of memory): the child
+        then keeps serving its model, and so does `self.scorer`."""
         request = _Request(asyncio.get_running_loop().create_future())
         self._pending.append(request)
-        self._send(("model", str(scorer.artifact.path), scorer.device.type))
-        try:
-            version = await request.scored
-        except CoreError as exc:
-            version = str(exc)
-        if version != scorer.version:
-            log.error("the core process could not switch to model %s at %s, still serving %s: %s", scorer.version,
-                      scorer.artifact.path, self.scorer.version, version)
-        self.scorer = scorer  # not retried every batch; the log above reports it
+        self._send(("model", str(scorer.artifact.path), self.config.device, scorer.version))
+        await request.scored
+        self.scorer = scorer
 
     async def idle(self) -> None:
         """Return once every batch submitted so far was scored (or failed)."""
@@ -377,7 +373,7 @@ def serve(inbox, outbox, config: CoreConfig) -> None:
         return
     core = BatchCore(pipeline, config.cache_users)
     settle_gc()
-    outbox.send(("ready", pipeline.scorer.version))
+    outbox.send(("ready", f"{pipeline.scorer.version} on {pipeline.scorer.device}"))
     queued: deque[tuple] = deque()  # messages that arrived while waiting for states
 
     def read_states(missing: list[tuple[str, int]]) -> dict[str, bytes | None]:
@@ -409,10 +405,13 @@ def serve(inbox, outbox, config: CoreConfig) -> None:
                 continue
             outbox.send(("done", result))
         elif kind == "model":
-            _kind, model_dir, device = message
+            _kind, model_dir, device, version = message
             try:
-                pipeline.scorer = Scorer.load(Path(model_dir), device)
-            except Exception:  # noqa: BLE001 - the old model keeps serving
+                scorer = Scorer.load(Path(model_dir), device)
+                if scorer.version != version:  # the artifact changed since the shell loaded it
+                    raise CoreError(f"{model_dir} now holds model {scorer.version}, not {version}")
+            except Exception:  # noqa: BLE001 - the old model keeps serving; the shell refuses the swap
                 outbox.send(("error", traceback.format_exc()))
                 continue
-            outbox.send(("model", pipeline.scorer.version))
+            pipeline.scorer = scorer
+            outbox.send(("model", scorer.version))

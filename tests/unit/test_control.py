@@ -90,10 +90,23 @@ def test_swap_between_batches_refuses_bad_artifacts_and_rolls_back(tmp_path) -> 
     asyncio.run(ctl._apply(pipeline))
     assert pipeline.scorer.version == v2 and ctl.refused[-1]["version"] == "gru-bad"
     ctl.stack = []  # rolled back past every deploy: the worker's own model
-    asyncio.run(ctl._apply(pipeline))
+
+    async def core_cannot(scorer) -> None:  # e.g. the core's process ran out of GPU memory loading it
+        raise RuntimeError(f"the core could not load {scorer.version}")
+
+    asyncio.run(ctl._apply(pipeline, activate=core_cannot))
+    assert pipeline.scorer.version == v2 and ctl.serving.version == v2
+    assert ctl.refused[-1]["error"] == f"the core could not load {v1}"
+    activated = []
+
+    async def core_can(scorer) -> None:
+        activated.append(scorer.version)
+
+    asyncio.run(ctl._apply(pipeline, activate=core_can))
+    assert activated == [v1] and ctl.serving.version == v1
     assert run(events[80:], 80) == {v1}
     text = metrics.render().decode()
-    assert 'intentstream_model_swaps_total{result="refused"} 1.0' in text
+    assert 'intentstream_model_swaps_total{result="refused"} 2.0' in text
     assert 'intentstream_model_swaps_total{result="ok"} 2.0' in text
     assert f'intentstream_model_info{{version="{v1}"}} 1.0' in text and v2 not in text
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 
 import orjson
@@ -151,10 +152,14 @@ def test_a_batch_reads_states_written_for_the_batch_before_even_when_submitted_e
     assert max(counts) > 1
 
 
-def test_a_model_swap_lands_between_batches_and_a_lost_child_is_reported(tmp_path, events):
-    first, second = make_scorer(tmp_path, seed=0), make_scorer(tmp_path, seed=1)
-    assert first.version != second.version
-    records = to_records(events[:40])
+def test_a_model_swap_lands_between_batches_a_refused_one_changes_nothing_and_a_lost_child_is_reported(
+        tmp_path, events):
+    first, second, third = (make_scorer(tmp_path, seed=s) for s in (0, 1, 2))
+    assert len({first.version, second.version, third.version}) == 3
+    # The shell loaded the third model, then its artifact changed on disk before the child loaded it.
+    shutil.rmtree(third.artifact.path)
+    shutil.copytree(first.artifact.path, third.artifact.path)
+    records = to_records(events[:60])
     lost = []
 
     async def scenario():
@@ -163,17 +168,22 @@ def test_a_model_swap_lands_between_batches_and_a_lost_child_is_reported(tmp_pat
         table = Table()
         before = await child.submit(records[:20], table.read_states, None, 1, [], table.write)
         await child.use(second)
-        after = await child.submit(records[20:], table.read_states, None, 1, [], table.write)
+        after = await child.submit(records[20:40], table.read_states, None, 1, [], table.write)
         assert child.scorer is second
+        with pytest.raises(CoreError, match=f"holds model {first.version}, not {third.version}"):
+            await child.use(third)
+        assert child.scorer is second
+        refused = await child.submit(records[40:], table.read_states, None, 1, [], table.write)
         os.kill(child._process.pid, signal.SIGKILL)
         pending = child.submit(records[:5], table.read_states, None, 1, [], table.write)
         with pytest.raises(CoreError, match="exited"):
             await asyncio.wait_for(pending, timeout=30)
-        return before, after
+        return before, after, refused
 
-    before, after = asyncio.run(scenario())
+    before, after, refused = asyncio.run(scenario())
     assert {orjson.loads(b)["model_version"] for _u, b in before.intents} == {first.version}
     assert {orjson.loads(b)["model_version"] for _u, b in after.intents} == {second.version}
+    assert {orjson.loads(b)["model_version"] for _u, b in refused.intents} == {second.version}
     assert lost and "exited" in lost[0]
 
 
