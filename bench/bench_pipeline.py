@@ -233,7 +233,7 @@ PROFILE_BUCKETS = (
     ("featurization", ("models/features.py", "models/history.py", "models/windows.py", "models/session.py")),
     ("state encode/decode", ("models/state.py",)),
     ("decode clicks / encode intents", ("schemas/",)),
-    ("pipeline glue", ("streams/pipeline.py", "streams/scorer.py")),
+    ("pipeline glue", ("streams/pipeline.py", "streams/scorer.py", "BatchCore.process")),
     ("table writes (RocksDB + changelog)", ("faust/tables/", "faust/stores/", "rocksdict")),
     ("producer (intents, changelog sends)", ("faust/transport/producer", "aiokafka/producer")),
     ("worker shell (streams/app.py, gaps.py, web.py)", ("streams/app.py", "streams/gaps.py", "streams/web.py",
@@ -244,31 +244,37 @@ PROFILE_BUCKETS = (
 
 
 def profile_summary(stacks_file: Path) -> str:
-    """Share of samples per bucket, from py-spy's raw (collapsed) output: 'frame;frame;... count'.
+    """Share of samples per bucket and process, from py-spy's raw (collapsed) output of the worker and its
+    core's child process (--subprocesses): 'process ...;frame;frame;... count'.
 
     Waiting in the selector is counted apart, per thread: Faust runs its Kafka consumer in a thread of its
-    own, whose idle time says nothing about the event loop that scores.
+    own, whose idle time says nothing about the event loop that scores. Shares are of each process's own
+    samples (py-spy samples a process only while it runs or waits in Python, so they need not add up to
+    its CPU time).
     """
-    totals: dict[str, int] = {}
-    n = 0
+    totals: dict[tuple[str, str], int] = {}
+    per_process: dict[str, int] = {}
     for line in stacks_file.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        main_thread = "runpy" in frames[0]
-        if "selectors.py" in frames[-1]:
-            bucket = "idle, main thread (waiting for the broker)" if main_thread else "idle, Faust's consumer thread"
+        process = "core process" if any("spawn_main" in f for f in frames if f.startswith("process ")) else "shell"
+        frames = [f for f in frames if not f.startswith("process ")] or ["?"]
+        main_thread = "runpy" in frames[0] or process == "core process"
+        if "selectors.py" in frames[-1] or "connection.py" in frames[-1] and "_recv" in frames[-1]:
+            bucket = "idle, main thread (waiting)" if main_thread else "idle, Faust's consumer thread"
         else:
-            bucket = "event loop (asyncio only)" if main_thread else "Faust's consumer thread, working"
+            bucket = ("event loop (asyncio only)" if process == "shell" else "messages to and from the shell") \
+                if main_thread else "Faust's consumer thread, working"
             for frame in reversed(frames):  # innermost first
                 hit = next((name for name, keys in PROFILE_BUCKETS if any(k in frame for k in keys)), None)
                 if hit and main_thread:
                     bucket = hit
                     break
-        totals[bucket] = totals.get(bucket, 0) + int(count)
-        n += int(count)
-    rows = sorted(totals.items(), key=lambda kv: -kv[1])
-    return "\n".join(["| worker time (py-spy, saturation run) | share |", "|---|---|"]
-                     + [f"| {name} | {c / max(n, 1):.0%} |" for name, c in rows])
+        totals[(process, bucket)] = totals.get((process, bucket), 0) + int(count)
+        per_process[process] = per_process.get(process, 0) + int(count)
+    rows = sorted(totals.items(), key=lambda kv: (kv[0][0] != "shell", -kv[1]))
+    return "\n".join(["| worker time (py-spy, saturation run) | share of its process's samples |", "|---|---|"]
+                      + [f"| {process}: {name} | {c / per_process[process]:.0%} |" for (process, name), c in rows])
 
 
 def wait_ready(port: int, timeout_s: float = 120.0) -> None:
@@ -359,7 +365,8 @@ def main() -> None:
             spy = None
             if args.profile and i == 0:
                 wait_ready(port)  # sample the steady state, not imports and table recovery
-                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker.pid),
+                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses", "--pid",
+                                        str(worker.pid),
                                         "--rate", "200", "--format", "raw", "--output", str(work / "worker.stacks")],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             rate, _ = asyncio.run(drain_intents(bs, intents, len(events), timeout_s=900))
