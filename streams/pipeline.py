@@ -25,9 +25,8 @@ import numpy as np
 
 from models.features import stack_inputs, step_values
 from models.state import DEFAULT_CONFIG, RecentIntent, StateConfig, Step, UserState, new_recent_intent
-from schemas.codec import DecodeError, decode_click, encode_dead_letter, encode_intent, intent_level, make_intent_id
-from schemas.events import EVENT_TYPES, N_EVENT_TYPES, ClickEvent, DeadLetter, IntentEvent
-from schemas.frozen import fast_constructor
+from schemas.codec import DecodeError, decode_click, encode_dead_letter, encode_scored_click
+from schemas.events import N_EVENT_TYPES, ClickEvent, DeadLetter
 
 from .scorer import Scorer
 
@@ -81,10 +80,6 @@ StateLoader = Callable[[str, Record], "UserState | None"]
 # Told every user of a batch (with the user's first record) before the first StateLoader call, so states
 # kept elsewhere can be fetched in one go (streams/core_process.py).
 Prefetch = Callable[[list[tuple[str, Record]]], None]
-
-
-# IntentEvent(...), cheaper (schemas.frozen): one per click
-_new_intent_event = fast_constructor(IntentEvent, "i", "u", "s", "e", 0, 0.5, "low", "m", 1, 0.0)
 
 
 def now_ms() -> float:
@@ -247,18 +242,20 @@ class Pipeline:
                                np.stack([seg.h0 for seg in segments]))
         p_rows = iter(p.tolist())  # one per row, in segment order
         scored_at = int(now_ms())
+        version = scorer.version
         for i, seg in enumerate(segments):
             seg.session.hidden = h_last[i]
-            seg.session.hidden_version = scorer.version
+            seg.session.hidden_version = version
             state = result.states[seg.user_id]
+            session_id = seg.session.session_id
             for rec, event, n_events, cart_value, counts in seg.rows:
-                remembered = new_recent_intent(
-                    source=rec.source, offset=rec.offset, p_purchase=next(p_rows), scored_at=scored_at,
-                    latency_ms=round(scored_at - rec.arrived_ms, 3), session_events=n_events,
-                    cart_value=cart_value, recent_counts=counts, model_version=scorer.version,
-                )
+                # (source, offset, p_purchase, scored_at, latency_ms, session_events, cart_value, recent_counts,
+                # model_version): positional, one call per click
+                remembered = new_recent_intent(rec.source, rec.offset, next(p_rows), scored_at,
+                                               round(scored_at - rec.arrived_ms, 3), n_events, cart_value, counts,
+                                               version)
                 state.recent_intents.append(remembered)
-                encoded = encode_intent(self._intent(event, seg.session.session_id, remembered))
+                encoded = self._encode(event, session_id, remembered)
                 result.intents.append((seg.user_id, encoded))
                 result.scored[(rec.source, rec.offset)] = encoded
 
@@ -290,21 +287,18 @@ class Pipeline:
         # The ts before the stored tail is not kept: a session longer than the tail rebuilds approximately.
         return self.scorer.rebuild_hidden(earlier, first_position, None)
 
-    def _intent(self, event: ClickEvent, session_id: str, r: RecentIntent) -> IntentEvent:
-        return _new_intent_event(
-            intent_id=make_intent_id(event.event_id, event.user_id, r.model_version),
-            user_id=event.user_id, session_id=session_id, event_id=event.event_id, event_ts=event.ts,
-            p_purchase=r.p_purchase, intent=intent_level(r.p_purchase), model_version=r.model_version,
-            session_events=r.session_events, cart_value=r.cart_value,
-            recent_counts={EVENT_TYPES[i]: c for i, c in enumerate(r.recent_counts) if c},
-            scored_at=r.scored_at, latency_ms=r.latency_ms,
-        )
+    @staticmethod
+    def _encode(event: ClickEvent, session_id: str, r: RecentIntent) -> bytes:
+        """The IntentEvent's bytes, from the click and its remembered intent: the same call when it is scored
+        and when it is re-emitted, so a re-emission is byte-identical (DESIGN §4)."""
+        return encode_scored_click(event, session_id, r.p_purchase, r.model_version, r.session_events,
+                                   r.cart_value, r.recent_counts, r.scored_at, r.latency_ms)
 
     def _reemit(self, state: UserState, rec: Record, event: ClickEvent, result: BatchResult) -> None:
         r = state.find_intent(rec.source, rec.offset)
         if r is not None:
             session_id = event.session_id or self._session_id_for(state, event)
-            result.intents.append((event.user_id, encode_intent(self._intent(event, session_id, r))))
+            result.intents.append((event.user_id, self._encode(event, session_id, r)))
             result.reemitted += 1
             return
         result.unanswerable_duplicates += 1

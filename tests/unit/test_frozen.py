@@ -10,7 +10,8 @@ from models.session import RecentEvent, new_recent_event
 from models.state import RecentIntent, new_recent_intent
 from schemas.events import IntentEvent
 from schemas.frozen import fast_constructor
-from streams.pipeline import _new_intent_event
+
+_new_intent_event = fast_constructor(IntentEvent, "i", "u", "s", "e", 0, 0.5, "low", "m", 1, 0.0)
 
 CASES = [
     (new_recent_event, RecentEvent, (1_704_067_200_000, 3, 17, 0, 19.99, 2), {}),

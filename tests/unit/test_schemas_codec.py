@@ -23,6 +23,7 @@ from schemas.codec import (
     encode_click,
     encode_dead_letter,
     encode_intent,
+    encode_scored_click,
     intent_level,
     make_intent_id,
 )
@@ -263,6 +264,21 @@ def test_intent_round_trip_is_byte_stable(ev):
     back = decode_intent(data)
     assert back == ev
     assert encode_intent(back) == data
+
+
+@settings(max_examples=200, deadline=None)
+@given(p=st.floats(0, 1), counts=st.lists(st.integers(0, 50), min_size=len(EVENT_TYPES), max_size=len(EVENT_TYPES)),
+       cart=st.floats(0, 1e6), latency=st.floats(0, 1e4), n=st.integers(1, 500))
+def test_the_workers_intent_encoder_gives_encode_intents_bytes(p, counts, cart, latency, n):
+    """encode_scored_click (the worker's hot path, no IntentEvent built) == encode_intent of that IntentEvent."""
+    click = ClickEvent(event_id="e-1", user_id="u-9", ts=1_700_000_000_123, type="add_to_cart", item_id="i")
+    ev = IntentEvent(make_intent_id("e-1", "u-9", "gru-x"), "u-9", "u-9:1", "e-1", click.ts, p, intent_level(p),
+                     "gru-x", n, cart, {EVENT_TYPES[i]: c for i, c in enumerate(counts) if c}, 1_700_000_000_200,
+                     latency)
+    assert encode_scored_click(click, "u-9:1", p, "gru-x", n, cart, tuple(counts), 1_700_000_000_200,
+                               latency) == encode_intent(ev)
+    with pytest.raises(ContractError):
+        encode_scored_click(click, "u-9:1", math.nan, "gru-x", n, cart, tuple(counts), 1, latency)
 
 
 def test_intent_encoding_independent_of_dict_order_and_number_types():
