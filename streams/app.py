@@ -462,7 +462,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             hold_stop_for(events)
             while "core" not in state:  # the model loads once, at startup
                 await app.sleep(0.05)
-            pipeline, core, to_send = state["pipeline"], state["core"], state["to_send"]
+            core, to_send = state["core"], state["to_send"]
             arrived = time.time() * 1000.0
             # Bounds the intents a state keeps (all above `delivered_through`, computed after this) and the
             # work a crash leaves to re-emit; while the core scores one batch, the one before it is written

@@ -299,7 +299,11 @@ class CoreProcess:
         request = _Request(asyncio.get_running_loop().create_future())
         self._pending.append(request)
         self._send(("model", str(scorer.artifact.path), self.config.device, scorer.version))
-        await request.scored
+        try:
+            await request.scored
+        except CoreError as exc:  # the child's traceback: its last line says why (/status shows it)
+            raise CoreError(f"the core process did not load model {scorer.version}: "
+                            f"{str(exc).strip().splitlines()[-1]}") from exc
         self.scorer = scorer
 
     async def idle(self) -> None:
