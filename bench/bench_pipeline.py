@@ -270,11 +270,13 @@ def profile_summary(stacks_file: Path) -> str:
         process = "core process" if any("spawn_main" in f for f in frames if f.startswith("process ")) else "shell"
         frames = [f for f in frames if not f.startswith("process ")] or ["?"]
         main_thread = "runpy" in frames[0] or process == "core process"
-        if "selectors.py" in frames[-1] or "connection.py" in frames[-1] and "_recv" in frames[-1]:
+        waiting = "selectors.py" in frames[-1] or ("connection.py" in frames[-1] and "_recv" in frames[-1])
+        if waiting:
             bucket = "idle, main thread (waiting)" if main_thread else "idle, Faust's consumer thread"
-        else:
-            bucket = ("event loop (asyncio only)" if process == "shell" else "messages to and from the shell") \
-                if main_thread else "Faust's consumer thread, working"
+        elif not main_thread:
+            bucket = "Faust's consumer thread, working"
+        else:  # unless a frame below names a bucket
+            bucket = "event loop (asyncio only)" if process == "shell" else "messages to and from the shell"
             for frame in reversed(frames):  # innermost first
                 hit = next((name for name, keys in PROFILE_BUCKETS if any(k in frame for k in keys)), None)
                 if hit and main_thread:
@@ -333,7 +335,7 @@ def main() -> None:
     rows = []
     worker = None
     try:
-        events = make_events(args.events, seed=1)
+        events = [] if args.only_latency else make_events(args.events, seed=1)  # the latency runs make their own
         ensure_topics(bs, {"clicks": PARTITIONS, "bare-out": PARTITIONS, "intents": PARTITIONS,
                            "naive-out": PARTITIONS, "clickstream.dlq": 1})
         if not args.only_latency:

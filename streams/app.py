@@ -167,10 +167,6 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
 
     @app.task
     async def load_model() -> None:
-        if settings.core_process:
-            # The shell's copy of each model only checks that it loads (the core's process scores): on the cpu,
-            # so that a GPU holds one copy and one CUDA context per worker, not two.
-            ops.control.load_device = "cpu"
         try:
             chosen = scorer or await ops.control.initial_scorer()  # the deployed model, else settings.model_dir
         except Exception as exc:  # noqa: BLE001 - without a model the worker must stop, not hang

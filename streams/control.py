@@ -143,7 +143,9 @@ class ModelControl:
         self.base = ModelRef("(worker default)", str(base_dir))
         self.stack: list[ModelRef] = []
         self.serving: ModelRef | None = None
-        self.load_device = settings.device  # where this process's copy of each model goes (see streams.app)
+        # Where this process's copy of each model goes. With the core in a child process (streams.core_process),
+        # this copy only checks that the model loads: the cpu, so a GPU holds one copy and one CUDA context.
+        self.load_device = "cpu" if settings.core_process else settings.device
         self.swaps = 0
         self.refused: list[dict] = []  # newest last, a few kept for /status
         self._consumer = None
