@@ -28,6 +28,7 @@ import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
@@ -306,10 +307,12 @@ def stack_inputs(values: Sequence[StepValues], spec: FeatureSpec) -> tuple[np.nd
     """Model inputs of N clicks: cat (N,3) int64, num (N,Fn) float32, roll (N,Fr) float32; row i is
     exactly step_input of values[i] (the numpy work is done once for all rows)."""
     n_rows, n_windows = len(values), len(spec.horizons) * N_VALUES
-    cat = np.array([v.cat for v in values], dtype=np.int64).reshape(n_rows, 3)
-    num = np.array([v.num for v in values], dtype=np.float32).reshape(n_rows, spec.n_numeric)
+    # Each from one flat list: numpy takes that twice as fast as a list of rows (bench/bench_core.py).
+    flat = chain.from_iterable
+    cat = np.array(list(flat(v.cat for v in values)), dtype=np.int64).reshape(n_rows, 3)
+    num = np.array(list(flat(v.num for v in values)), dtype=np.float32).reshape(n_rows, spec.n_numeric)
     wf = np.array([v.window_features for v in values], dtype=np.float32).reshape(n_rows, n_windows)
-    own = np.array([v.session_values for v in values], dtype=np.float32).reshape(n_rows, n_windows)
+    own = np.array(list(flat(v.session_values for v in values)), dtype=np.float32).reshape(n_rows, n_windows)
     roll = _rolling_rows(wf, own, [v.device for v in values], [v.history for v in values], spec)
     return cat, num, roll
 

@@ -1,4 +1,5 @@
-"""streams.fast_drain: Faust's per-message wait_first, short-cut when the hand-over does not suspend."""
+"""streams.fast_drain: Faust's per-message wait_first, short-cut when the hand-over does not suspend; topics
+whose events carry the consumed bytes without Faust's serializer registry (RawBytes)."""
 import asyncio
 
 import pytest
@@ -124,3 +125,31 @@ def test_finish_returns_the_value_and_passes_errors_in():
         return await fast_drain.finish(coro, first)
 
     assert run(scenario()) == "handled"
+
+
+@pytest.mark.parametrize("key, value, headers", [
+    (b"u1", b'{"event_id": 1}', [("trace", b"abc")]),
+    (None, b"not json at all", None),
+    (b"u2", None, []),  # a tombstone stays None: the core dead-letters it
+    (b"", b"", None),
+])
+def test_raw_bytes_events_equal_what_faust_decodes_with_the_raw_serializer(key, value, headers):
+    import faust
+    from faust.types import TP
+    from faust.types.tuples import Message
+
+    app = faust.App("raw-bytes-test", broker="kafka://127.0.0.1:1")
+    fast = app.topic("clicks", schema=fast_drain.RawBytes())
+    reference = app.topic("clicks", key_serializer="raw", value_serializer="raw")
+    message = Message("clicks", 3, 17, 0.0, 0, headers, key, value, None, 0, 0, TP("clicks", 3))
+
+    async def both():
+        return await fast.decode(message, propagate=True), await reference.decode(message, propagate=True)
+
+    got, expected = run(both())
+    assert type(got) is type(expected)
+    assert (got.key, got.value, got.headers) == (expected.key, expected.value, expected.headers)
+    assert got.message is message
+    # Publishing through the topic serializes as "raw" does
+    assert fast.prepare_key(b"k", None) == reference.prepare_key(b"k", None)
+    assert fast.prepare_value(b"v", None) == reference.prepare_value(b"v", None)

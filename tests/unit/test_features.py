@@ -14,7 +14,9 @@ from models.features import (
     event_inputs,
     rolling_inputs,
     session_event_inputs,
+    stack_inputs,
     step_input,
+    step_values,
 )
 from models.history import INPUT_NAMES as HISTORY_INPUT_NAMES
 from models.ids import bucket, stable_hash
@@ -150,6 +152,24 @@ def test_step_input_matches_event_inputs():
     again = step_input(step, SPEC)
     cat, num = event_inputs(step.recent_event, step.prev_ts_ms, step.position, SPEC)
     assert np.array_equal(again.cat, inp.cat) and np.array_equal(cat, inp.cat) and np.array_equal(num, inp.num)
+
+
+def test_stacked_rows_are_each_clicks_own_inputs():
+    """A batch is stacked in one numpy pass; every row must be what that click alone gives, in order."""
+    states = {u: UserState.new(u) for u in ("u1", "u2")}
+    values, alone = [], []
+    for i in range(12):
+        user = "u1" if i % 3 else "u2"
+        event = ClickEvent(event_id=f"e{i}", user_id=user, ts=T0 + i * 45_000, type=["product_view", "add_to_cart",
+                           "search"][i % 3], item_id=f"i{i}", price=float(i) + 0.5, device=["mobile", None][i % 2])
+        v = step_values(states[user].apply(event), SPEC)
+        values.append(v)
+        alone.append(stack_inputs([v], SPEC))
+    cat, num, roll = stack_inputs(values, SPEC)
+    assert cat.shape == (12, 3) and num.shape == (12, SPEC.n_numeric) and roll.shape == (12, SPEC.n_rolling)
+    assert len({tuple(r) for r in num.tolist()}) == 12  # distinct rows: a mix-up would show
+    for i, (c, n, r) in enumerate(alone):
+        assert np.array_equal(cat[i], c[0]) and np.array_equal(num[i], n[0]) and np.array_equal(roll[i], r[0]), i
 
 
 def test_spec_hash_changes_with_the_spec():
