@@ -1,8 +1,9 @@
 """End-to-end throughput and latency, all against one real broker in one run (DESIGN §7).
 
   (a) bare aiokafka consume → produce loop (the ceiling for any Python consumer on this machine)
-  (b) the intentstream worker (Faust, RocksDB table, micro-batched GRU), a real subprocess; once more with
-      its core in its own process (--no-core-process), side by side with the default child process
+  (b) the intentstream worker (Faust, RocksDB table, micro-batched GRU), a real subprocess with its default
+      two core processes; side by side with one core process (--core-processes 1) and with the core in the
+      worker's own process (--no-core-process)
   (c) a naive design: per event, no batching, the GRU over the whole session so far
 
 Throughput is measured on a pre-filled topic (saturation); latency at fixed offered loads, from the
@@ -38,7 +39,8 @@ NAIVE_EVENTS = 5_000
 PARTITIONS = 6
 RATES = (1000, 5000)
 LATENCY_SECONDS = 10.0
-ONE_PROCESS = ("--no-core-process",)
+# The worker's other layouts, each timed once per --pairs after a run of the default (alternated)
+VARIANTS = {"with one core process": ("--core-processes", "1"), "in one process": ("--no-core-process",)}
 
 
 def make_events(n: int, seed: int):
@@ -255,7 +257,7 @@ PROFILE_BUCKETS = (
 
 def profile_summary(stacks_file: Path) -> str:
     """Share of samples per bucket and process, from py-spy's raw (collapsed) output of the worker and its
-    core's child process (--subprocesses): 'process ...;frame;frame;... count'.
+    core processes (--subprocesses): 'process ...;frame;frame;... count'.
 
     Waiting in the selector is counted apart, per thread: Faust runs its Kafka consumer in a thread of its
     own, whose idle time says nothing about the event loop that scores. Shares are of each process's own
@@ -267,9 +269,9 @@ def profile_summary(stacks_file: Path) -> str:
     for line in stacks_file.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        process = "core process" if any("spawn_main" in f for f in frames if f.startswith("process ")) else "shell"
+        process = "core processes" if any("spawn_main" in f for f in frames if f.startswith("process ")) else "shell"
         frames = [f for f in frames if not f.startswith("process ")] or ["?"]
-        main_thread = "runpy" in frames[0] or process == "core process"
+        main_thread = "runpy" in frames[0] or process == "core processes"
         waiting = "selectors.py" in frames[-1] or ("connection.py" in frames[-1] and "_recv" in frames[-1])
         if waiting:
             bucket = "idle, main thread (waiting)" if main_thread else "idle, Faust's consumer thread"
@@ -323,9 +325,9 @@ def main() -> None:
     ap.add_argument("--only-latency", action="store_true",
                     help="only the fixed-load runs (a worker on an empty table; no (a), (b), (c), restore)")
     ap.add_argument("--pairs", type=int, default=1,
-                    help="saturation runs in one process, each after one with the core process (alternated)")
+                    help="saturation runs of each other layout, each after one of the default (alternated)")
     ap.add_argument("--skip-one-process", action="store_true",
-                    help="no saturation run of the worker with its core in its own process (--no-core-process)")
+                    help="no saturation runs of the other layouts (one core process; all in one process)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -363,14 +365,17 @@ def main() -> None:
 
         # Throughput config: a longer batching window lets micro-batches grow to hundreds of clicks; each
         # max_batch gets a worker of its own (own group, table and intents topic) over the same clicks.
-        # Then the core in the worker's own process (--no-core-process), at the first max_batch; with --pairs N,
-        # N such runs, each after one with the core process (alternated: the machine drifts).
+        # Then the other layouts (VARIANTS) at the first max_batch; with --pairs N, N rounds of them, each run
+        # after one of the default layout (alternated: the machine drifts).
         max_batches = [int(b) for b in args.throughput_max_batches.split(",")]
-        runs = [(mb, ()) for mb in max_batches]
+        runs = [(mb, "", ()) for mb in max_batches]
         for pair in range(0 if args.skip_one_process else args.pairs):
-            runs += [(max_batches[0], ONE_PROCESS)] + ([(max_batches[0], ())] if pair < args.pairs - 1 else [])
-        rates, last_core = [], None
-        for i, (max_batch, extra) in enumerate([] if args.only_latency else runs):
+            for n, (label, flags) in enumerate(VARIANTS.items()):
+                if pair or n:
+                    runs.append((max_batches[0], "", ()))
+                runs.append((max_batches[0], label, flags))
+        rates, last_default = [], None
+        for i, (max_batch, label, extra) in enumerate([] if args.only_latency else runs):
             app_id, intents = ("bench", "intents") if i == 0 else (f"bench-{i}", f"intents-{i}")
             ensure_topics(bs, {intents: PARTITIONS})
             worker, port = start_worker(args.throughput_max_wait, max_batch, app_id, intents, extra)
@@ -387,13 +392,13 @@ def main() -> None:
                 spy.send_signal(2)  # SIGINT: py-spy writes its samples and exits
                 spy.wait(timeout=60)
                 print(profile_summary(work / "worker.stacks"), flush=True)
-            one_process = " in one process (--no-core-process)" if extra else ""
-            rows.append((f"(b) intentstream worker{one_process} (max_wait {args.throughput_max_wait * 1000:.0f} ms, "
+            layout = f" {label} ({' '.join(extra)})" if extra else ""
+            rows.append((f"(b) intentstream worker{layout} (max_wait {args.throughput_max_wait * 1000:.0f} ms, "
                          f"max_batch {max_batch})", f"{rate:,.0f} events/s",
                          f"≥ 20,000/s and ≥ 50% of (a): {rate / bare:.0%}"
-                         + (f"; the last core-process run made {last_core / rate:.2f}× this" if extra else "")))
+                         + (f"; the default run before made {last_default / rate:.2f}× this" if extra else "")))
             if not extra and max_batch == max_batches[0]:
-                last_core = rate
+                last_default = rate
             print(rows[-1], flush=True)
             worker.terminate()
             worker.wait(timeout=60)
@@ -417,8 +422,8 @@ def main() -> None:
 
                 naive = asyncio.run(naive_loop(bs, "clicks", "naive-out", args.naive_events, args.model))
                 rows.append(("(c) naive: per event, full-session GRU", f"{naive:,.0f} events/s",
-                             " ".join(f"(b, max_batch {mb}{' one process' if extra else ''})/(c) = {r / naive:.1f}×;"
-                                      for (mb, extra), r in zip(runs, rates))
+                             " ".join(f"(b, max_batch {mb}{' ' + label if label else ''})/(c) = {r / naive:.1f}×;"
+                                      for (mb, label, _extra), r in zip(runs, rates))
                              + " target ≥ 10×"))
                 print(rows[-1], flush=True)
 

@@ -20,7 +20,7 @@ from faust.streams import _current_event
 
 from .gaps import (acknowledge_through, decode_progress, encode_progress, find_gaps, log_start_offsets,
                    progress_key, read_range)
-from .core_process import CoreConfig, CoreProcess, InlineCore, StatesToSend
+from .core_process import CoreConfig, CoreProcess, InlineCore, StatesToSend, use_everywhere
 from .pipeline import Pipeline, Record, settle_gc
 from .scorer import Scorer
 from . import fast_drain
@@ -97,8 +97,8 @@ class ExclusiveOfScoring:
     async def __aenter__(self) -> None:
         await self.lock.acquire()
         try:
-            if "core" in self.state:
-                await self.state["core"].idle()
+            for core in self.state.get("cores", ()):
+                await core.idle()
         except BaseException:
             self.lock.release()
             raise
@@ -108,6 +108,9 @@ class ExclusiveOfScoring:
 
 
 def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
+    n_cores = settings.core_processes if settings.core_process else 1
+    if n_cores < 1:
+        raise ValueError(f"core_processes must be at least 1, not {settings.core_processes}")
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
@@ -146,14 +149,21 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     progress = app.Table("progress", partitions=settings.partitions, key_type=bytes, value_type=bytes,
                          options={"driver": "rocksdict"})
 
-    # "pipeline": holds the model being served (ops.control swaps it); "core": who scores with it;
-    # "to_send": which stored states go along with a batch (streams/core_process.py)
+    # "pipeline": holds the model being served (ops.control swaps it); "cores": who score with it, each a
+    # share of the partitions; "to_send": per core, which stored states go along with a batch
+    # (streams/core_process.py)
     state: dict = {}
     app.intentstream = state  # type: ignore[attr-defined]  # for the web views and tests
     users_lock = asyncio.Lock()  # the scoring agent's load→write of user states vs. the erasure agent
-    erased: list[str] = []  # users erased since the last batch: the core forgets their cached states
+    # Per core, the users erased since its last batch: each core forgets their cached states.
+    erased: list[list[str]] = [[]]
+
+    def on_erased(user_id: str) -> None:
+        for since_last_batch in erased:
+            since_last_batch.append(user_id)
+
     # Metrics, /health /ready /metrics /dashboard, model hot swap, pseudonymization, erasure agent.
-    ops = install_ops(app, settings, users, state, event_context, on_erased=erased.append,
+    ops = install_ops(app, settings, users, state, event_context, on_erased=on_erased,
                       users_lock=ExclusiveOfScoring(users_lock, state))
 
     @app.task
@@ -177,26 +187,29 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             os._exit(3)
         ops.metrics.set_model(chosen.version)
         pipeline = Pipeline(chosen, settings.max_message_bytes, pseudonymize=ops.pseudonymize)
+        cores: list = []
         if settings.core_process:
             device = settings.device if scorer is None else chosen.device.type  # a given scorer: its device
+            # The cache's budget is the worker's: each core holds the users of its share of the partitions.
             config = CoreConfig(chosen.artifact.path.resolve(), device, settings.max_message_bytes,
-                                settings.pseudonym_key, settings.state_cache_users, settings.torch_threads)
-            core = CoreProcess(config, chosen, on_lost=core_lost)
+                                settings.pseudonym_key, settings.state_cache_users // n_cores, settings.torch_threads)
+            cores = [CoreProcess(config, chosen, on_lost=core_lost) for _ in range(n_cores)]
         else:
-            core = InlineCore(pipeline, settings.state_cache_users)
+            cores = [InlineCore(pipeline, settings.state_cache_users)]
         try:
-            await core.start()
+            await asyncio.gather(*(core.start() for core in cores))
         except Exception as exc:  # noqa: BLE001 - as without a model
             log.critical("cannot start the core process, exiting: %s", exc)
             logging.shutdown()
             os._exit(3)
         settle_gc()
-        state["core"] = core
+        erased[:] = [[] for _ in cores]  # erasures before this: no state was cached yet
+        state["cores"] = cores
         state["pipeline"] = pipeline
-        state["to_send"] = StatesToSend(ops.pseudonymize)
+        state["to_send"] = [StatesToSend(ops.pseudonymize) for _ in cores]
         if scorer is None:
-            # Swaps the model between batches until the worker stops; the core serves each new one first.
-            await ops.control.follow(pipeline, activate=core.use)
+            # Swaps the model between batches until the worker stops; the cores serve each new one first.
+            await ops.control.follow(pipeline, activate=lambda new: use_everywhere(cores, new, core_lost))
 
     taken_over: set[tuple[str, int]] = set()  # partitions already checked since the last rebalance
     # Per partition, the last offset whose intent this worker saw acknowledged by the broker (since the last
@@ -388,9 +401,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     async def deliver(scored: asyncio.Future, bounds: dict, by_record: dict, generation: int, events: list,
                       arrived: float, previous: asyncio.Task | None) -> None:
         """A batch's second half, overlapped with the scoring of the next batches: once the core scored it and
-        its states were written (`scored`), wait until the broker has those state writes, then (after the
-        previous batch, to keep each partition's order) publish its intents and dead letters, count them
-        delivered once the broker has them, and ack its offsets."""
+        its states were written (`scored`), wait until the broker has those state writes, then (after
+        `previous`, the delivery before on the same partitions, to keep each partition's order) publish its
+        intents and dead letters, count them delivered once the broker has them, and ack its offsets."""
         # The state writes (changelog records) must be acknowledged before the intents go out: otherwise a
         # crash can publish an intent whose state is lost, and failover re-scores the click instead of
         # re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.
@@ -449,6 +462,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     async def score(stream: faust.StreamT) -> None:
         queue = agent_queue[0] = stream.channel.queue
         in_flight: deque[asyncio.Task] = deque()  # deliver() of the batches not yet delivered, oldest first
+        last_delivery: list[asyncio.Task | None] = [None] * n_cores  # per core: its shares' partitions' order
         while True:
             try:
                 events = await take_batch(queue, settings.max_batch, settings.max_wait)
@@ -456,77 +470,93 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 if in_flight:  # normally delivered already: a clean stop waits for every ack first
                     await asyncio.wait(in_flight, timeout=10.0)
                 return
-            hold_stop_for(events)
-            while "core" not in state:  # the model loads once, at startup
+            # One share per core, by partition: a user's clicks always reach the same core (and its cache).
+            shares: list[list] = [events] if n_cores == 1 else [[] for _ in range(n_cores)]
+            if n_cores > 1:
+                for ev in events:
+                    shares[ev.message.partition % n_cores].append(ev)
+            for share in shares:  # before any wait below: a stop or a rebalance now waits for them
+                if share:
+                    hold_stop_for(share)
+            while "cores" not in state:  # the model loads once, at startup
                 await app.sleep(0.05)
-            core, to_send = state["core"], state["to_send"]
             arrived = time.time() * 1000.0
             # Bounds the intents a state keeps (all above `delivered_through`, computed after this) and the
-            # work a crash leaves to re-emit; while the core scores one batch, the one before it is written
+            # work a crash leaves to re-emit; while the cores score one batch, the one before it is written
             # and delivered.
-            while in_flight and (in_flight[0].done() or len(in_flight) >= MAX_IN_FLIGHT):
+            while in_flight and (in_flight[0].done() or len(in_flight) >= MAX_IN_FLIGHT * n_cores):
                 await in_flight.popleft()
-            by_record: dict[int, faust.EventT] = {}
-            records = []
-            assigned, dropped = app.consumer.assignment(), []
-            for ev in events:
-                m = ev.message
-                if m.tp not in assigned:
-                    # Buffered before a rebalance took its partition away: the new owner processes it from the
-                    # committed offset. Processing it here would write this user's state into a changelog
-                    # partition another worker now owns, where a later restore could pick the stale copy.
-                    dropped.append(m.tp)
-                    # Marked acked, so the ack below skips the bookkeeping: an unprocessed offset must never
-                    # count toward a commit, should the partition come back to this worker.
-                    m.acked = True
-                    continue
-                rec = Record(m.key, m.value, m.topic, m.partition, m.offset, arrived)
-                by_record[id(rec)] = ev
-                records.append(rec)
+            for index, share in enumerate(shares):
+                if share:
+                    last_delivery[index] = await submit(share, index, arrived, in_flight, last_delivery[index])
 
-            if dropped:
-                log.info("dropped %d buffered records of partitions revoked from this worker: %s",
-                         len(dropped), sorted(set(dropped)))
-            if not records:
-                for ev in events:
-                    ev.ack()
+    async def submit(events: list, index: int, arrived: float, in_flight: deque,
+                     previous: asyncio.Task | None) -> asyncio.Task | None:
+        """Hand a batch (or its share for core `index`) to that core; its delivery (returned) follows
+        `previous`, the delivery of the core's share before, which had the same partitions."""
+        core, to_send = state["cores"][index], state["to_send"][index]
+        by_record: dict[int, faust.EventT] = {}
+        records = []
+        assigned, dropped = app.consumer.assignment(), []
+        for ev in events:
+            m = ev.message
+            if m.tp not in assigned:
+                # Buffered before a rebalance took its partition away: the new owner processes it from the
+                # committed offset. Processing it here would write this user's state into a changelog
+                # partition another worker now owns, where a later restore could pick the stale copy.
+                dropped.append(m.tp)
+                # Marked acked, so the ack below skips the bookkeeping: an unprocessed offset must never
+                # count toward a commit, should the partition come back to this worker.
+                m.acked = True
                 continue
-            forget_on_rebalance()
-            generation = generation_seen[0]  # this batch's, even if the timer sees a rebalance meanwhile
-            records, bounds, delivered_through = await prepare_batch(records, by_record)
-            taken_at = time.monotonic()
-            for tp, (first, last) in bounds.items():  # (topic, partition): equal to Faust's TP as a key
-                last_batch_at[tp] = taken_at
-                submitted[tp] = (submitted.get(tp, (first.offset,))[0], last.offset)
+            rec = Record(m.key, m.value, m.topic, m.partition, m.offset, arrived)
+            by_record[id(rec)] = ev
+            records.append(rec)
 
-            def read_states(missing: list[tuple[str, int]], records=records, by_record=by_record) -> dict:
-                """The stored states of the users the core does not hold, each read under its own partition."""
-                out = {}
-                for user_id, i in missing:
-                    with event_context(by_record[id(records[i])]):
-                        out[user_id] = users.get(user_id.encode())
-                return out
+        if dropped:
+            log.info("dropped %d buffered records of partitions revoked from this worker: %s",
+                     len(dropped), sorted(set(dropped)))
+        if not records:
+            for ev in events:
+                ev.ack()
+            return previous
+        forget_on_rebalance()
+        generation = generation_seen[0]  # this batch's, even if the timer sees a rebalance meanwhile
+        records, bounds, delivered_through = await prepare_batch(records, by_record)
+        taken_at = time.monotonic()
+        for tp, (first, last) in bounds.items():  # (topic, partition): equal to Faust's TP as a key
+            last_batch_at[tp] = taken_at
+            submitted[tp] = (submitted.get(tp, (first.offset,))[0], last.offset)
 
-            async with users_lock:  # an erasure waits for the batches in the core (ExclusiveOfScoring)
-                forget, erased[:] = list(erased), []
-                for user_id in forget:
-                    to_send.forget(user_id)
-                batch_users, opaque = to_send.users_of(records)
-                given = read_states(to_send.choose(batch_users))
-                to_send.submitted(batch_users, opaque)
+        def read_states(missing: list[tuple[str, int]], records=records, by_record=by_record) -> dict:
+            """The stored states of the users the core does not hold, each read under its own partition."""
+            out = {}
+            for user_id, i in missing:
+                with event_context(by_record[id(records[i])]):
+                    out[user_id] = users.get(user_id.encode())
+            return out
 
-                def on_scored(result, records=records, bounds=bounds, by_record=by_record,
-                              delivered_through=delivered_through, batch_users=batch_users, opaque=opaque) -> None:
-                    write_states(result, records, bounds, by_record, delivered_through)
-                    to_send.answered(batch_users, opaque, result)  # after the write: the table has them now
+        async with users_lock:  # an erasure waits for the batches in the cores (ExclusiveOfScoring)
+            forget, erased[index][:] = list(erased[index]), []
+            for user_id in forget:
+                to_send.forget(user_id)
+            batch_users, opaque = to_send.users_of(records)
+            given = read_states(to_send.choose(batch_users))
+            to_send.submitted(batch_users, opaque)
 
-                # The core loads the states, scores, and hands back what write_states writes, before it
-                # answers any later batch's request for states.
-                scored = core.submit(records, read_states, delivered_through, app.consumer_generation_id, forget,
-                                     on_scored, given)
-            delivery = asyncio.ensure_future(
-                deliver(scored, bounds, by_record, generation, events, arrived, in_flight[-1] if in_flight else None))
-            delivery.add_done_callback(crash_on_failure)
-            in_flight.append(delivery)
+            def on_scored(result, records=records, bounds=bounds, by_record=by_record,
+                          delivered_through=delivered_through, batch_users=batch_users, opaque=opaque) -> None:
+                write_states(result, records, bounds, by_record, delivered_through)
+                to_send.answered(batch_users, opaque, result)  # after the write: the table has them now
+
+            # The core loads the states, scores, and hands back what write_states writes, before it
+            # answers any later batch's request for states.
+            scored = core.submit(records, read_states, delivered_through, app.consumer_generation_id, forget,
+                                 on_scored, given)
+        delivery = asyncio.ensure_future(
+            deliver(scored, bounds, by_record, generation, events, arrived, previous))
+        delivery.add_done_callback(crash_on_failure)
+        in_flight.append(delivery)
+        return delivery
 
     return app

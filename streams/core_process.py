@@ -208,6 +208,25 @@ class InlineCore:
         pass
 
 
+async def use_everywhere(cores: list, scorer: Scorer, on_split: Callable[[str], None]) -> None:
+    """Serve `scorer` in every core, or in none: when one refuses (CoreError), the cores that had switched go
+    back to the model they served, and the refusal is raised. Should one of them fail to go back, the cores
+    would serve different models: `on_split` is told why (the worker exits; a restart loads one everywhere)."""
+    switched = []
+    try:
+        for core in cores:
+            previous = core.scorer
+            await core.use(scorer)
+            switched.append((core, previous))
+    except Exception:
+        for core, previous in switched:
+            try:
+                await core.use(previous)
+            except Exception as exc:  # noqa: BLE001 - reported through on_split
+                on_split(f"a core could not go back to model {previous.version} after a refused swap ({exc})")
+        raise
+
+
 @dataclass(frozen=True)
 class CoreConfig:
     model_dir: Path

@@ -50,6 +50,11 @@ class Settings:
     # Run the core (decode, state, scoring, encoding) in a child process, beside Faust's work on the other
     # batches (streams/core_process.py); off: one process, for a single-core machine.
     core_process: bool = True
+    # How many such child processes: each scores the partitions p with p % core_processes == its index, so a
+    # user's clicks (one partition) always reach the same one. The core is the worker's bottleneck: with one
+    # child a saturated 2-core machine still idled a quarter of its time, and two gave +20% events/s
+    # (docs/BENCHMARKS.md). Each holds its own copy of the model and its share of the state cache.
+    core_processes: int = 2
     # Operations (docs/operations.md): model hot swap, right to erasure, pseudonymization.
     # Per app ({app_id} is filled in): a deploy targets one group's workers, and the erasure topic must be
     # co-partitioned with that app's source topics. "" disables the feature.
@@ -180,6 +185,8 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
                    help="decoded user states kept in memory between batches (0: off)")
     p.add_argument("--no-core-process", dest="core_process", action="store_const", const=False,
                    help="score in the worker's own process, not in a child process beside it")
+    p.add_argument("--core-processes", dest="core_processes", type=int,
+                   help="child processes scoring side by side, each a share of the partitions (default 2)")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -10,7 +10,7 @@ import signal
 import orjson
 import pytest
 
-from streams.core_process import BatchCore, CoreConfig, CoreError, CoreProcess, InlineCore
+from streams.core_process import BatchCore, CoreConfig, CoreError, CoreProcess, InlineCore, use_everywhere
 from streams.pipeline import Pipeline
 from streams.scorer import available_devices
 
@@ -234,3 +234,44 @@ def test_batch_core_uses_the_states_sent_along_but_prefers_its_own(tmp_path, eve
     result = core.process(second, table.read_states, None, generation=1, forget=[], given=given)
     assert table.reads == []  # nothing left to ask for
     assert set(result.states) == {orjson.loads(r.value)["user_id"] for r in second}
+
+
+class SwapRecorder:
+    """What use_everywhere touches on a core: the model it serves, and `use`, which may refuse some models."""
+
+    def __init__(self, serving: str, refuses: tuple[str, ...] = ()):
+        self.scorer = serving
+        self.refuses = refuses
+
+    async def use(self, scorer: str) -> None:
+        if scorer in self.refuses:
+            raise CoreError(f"cannot load {scorer}")
+        self.scorer = scorer
+
+
+class Named(str):
+    @property
+    def version(self) -> str:
+        return str(self)
+
+
+def test_a_swap_lands_in_every_core_or_in_none():
+    splits: list[str] = []
+    old, new = Named("A"), Named("B")
+
+    cores = [SwapRecorder(old) for _ in range(3)]
+    asyncio.run(use_everywhere(cores, new, splits.append))
+    assert [c.scorer for c in cores] == [new] * 3
+
+    # the last core refuses: the two that switched go back, and the refusal reaches the caller
+    cores = [SwapRecorder(old), SwapRecorder(old), SwapRecorder(old, refuses=(new,))]
+    with pytest.raises(CoreError, match="cannot load B"):
+        asyncio.run(use_everywhere(cores, new, splits.append))
+    assert [c.scorer for c in cores] == [old] * 3 and splits == []
+
+    # one that switched cannot go back either: the cores now disagree, and whoever runs them is told
+    cores = [SwapRecorder(old, refuses=(old,)), SwapRecorder(old, refuses=(new,))]
+    with pytest.raises(CoreError):
+        asyncio.run(use_everywhere(cores, new, splits.append))
+    assert [c.scorer for c in cores] == [new, old]
+    assert len(splits) == 1 and "could not go back to model A" in splits[0]
