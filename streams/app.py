@@ -461,14 +461,15 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     @app.agent(clicks)
     async def score(stream: faust.StreamT) -> None:
         queue = agent_queue[0] = stream.channel.queue
-        in_flight: deque[asyncio.Task] = deque()  # deliver() of the batches not yet delivered, oldest first
-        last_delivery: list[asyncio.Task | None] = [None] * n_cores  # per core: its shares' partitions' order
+        # Per core, deliver() of its batches (shares) not yet delivered, oldest first: each partition's order
+        in_flight: list[deque[asyncio.Task]] = [deque() for _ in range(n_cores)]
         while True:
             try:
                 events = await take_batch(queue, settings.max_batch, settings.max_wait)
             except StopAsyncIteration:  # how Faust ends a channel's readers when the worker stops
-                if in_flight:  # normally delivered already: a clean stop waits for every ack first
-                    await asyncio.wait(in_flight, timeout=10.0)
+                flying = [delivery for deliveries in in_flight for delivery in deliveries]
+                if flying:  # normally delivered already: a clean stop waits for every ack first
+                    await asyncio.wait(flying, timeout=10.0)
                 return
             # One share per core, by partition: a user's clicks always reach the same core (and its cache).
             shares: list[list] = [events] if n_cores == 1 else [[] for _ in range(n_cores)]
@@ -481,19 +482,20 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             while "cores" not in state:  # the model loads once, at startup
                 await app.sleep(0.05)
             arrived = time.time() * 1000.0
-            # Bounds the intents a state keeps (all above `delivered_through`, computed after this) and the
-            # work a crash leaves to re-emit; while the cores score one batch, the one before it is written
-            # and delivered.
-            while in_flight and (in_flight[0].done() or len(in_flight) >= MAX_IN_FLIGHT * n_cores):
-                await in_flight.popleft()
             for index, share in enumerate(shares):
-                if share:
-                    last_delivery[index] = await submit(share, index, arrived, in_flight, last_delivery[index])
+                if not share:
+                    continue
+                # Bounds the intents a state keeps (all above `delivered_through`, computed after this) and
+                # the work a crash leaves to re-emit; while a core scores one batch, the one before it is
+                # written and delivered.
+                flying = in_flight[index]
+                while flying and (flying[0].done() or len(flying) >= MAX_IN_FLIGHT):
+                    await flying.popleft()
+                await submit(share, index, arrived, flying)
 
-    async def submit(events: list, index: int, arrived: float, in_flight: deque,
-                     previous: asyncio.Task | None) -> asyncio.Task | None:
-        """Hand a batch (or its share for core `index`) to that core; its delivery (returned) follows
-        `previous`, the delivery of the core's share before, which had the same partitions."""
+    async def submit(events: list, index: int, arrived: float, in_flight: deque[asyncio.Task]) -> None:
+        """Hand a batch (or its share for core `index`) to that core; its delivery follows the last one in
+        `in_flight`, the core's deliveries, which have the same partitions."""
         core, to_send = state["cores"][index], state["to_send"][index]
         by_record: dict[int, faust.EventT] = {}
         records = []
@@ -519,7 +521,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         if not records:
             for ev in events:
                 ev.ack()
-            return previous
+            return
         forget_on_rebalance()
         generation = generation_seen[0]  # this batch's, even if the timer sees a rebalance meanwhile
         records, bounds, delivered_through = await prepare_batch(records, by_record)
@@ -554,9 +556,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             scored = core.submit(records, read_states, delivered_through, app.consumer_generation_id, forget,
                                  on_scored, given)
         delivery = asyncio.ensure_future(
-            deliver(scored, bounds, by_record, generation, events, arrived, previous))
+            deliver(scored, bounds, by_record, generation, events, arrived, in_flight[-1] if in_flight else None))
         delivery.add_done_callback(crash_on_failure)
         in_flight.append(delivery)
-        return delivery
 
     return app
