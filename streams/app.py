@@ -108,9 +108,9 @@ class ExclusiveOfScoring:
 
 
 def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
-    n_cores = settings.core_processes if settings.core_process else 1
-    if n_cores < 1:
+    if settings.core_processes < 1:
         raise ValueError(f"core_processes must be at least 1, not {settings.core_processes}")
+    n_cores = min(settings.core_processes, settings.partitions) if settings.core_process else 1
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,

@@ -275,3 +275,13 @@ def test_a_swap_lands_in_every_core_or_in_none():
         asyncio.run(use_everywhere(cores, new, splits.append))
     assert [c.scorer for c in cores] == [new, old]
     assert len(splits) == 1 and "could not go back to model A" in splits[0]
+
+
+def test_a_worker_needs_at_least_one_core_process():
+    import dataclasses
+
+    from streams.app import create_app
+    from streams.settings import Settings
+
+    with pytest.raises(ValueError, match="core_processes must be at least 1"):
+        create_app(dataclasses.replace(Settings(), core_processes=0))
