@@ -471,6 +471,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 if flying:  # normally delivered already: a clean stop waits for every ack first
                     await asyncio.wait(flying, timeout=10.0)
                 return
+            forget_on_rebalance()
+            events = taken_once(events)
+            if not events:
+                continue
             # One share per core, by partition: a user's clicks always reach the same core (and its cache).
             shares: list[list] = [events] if n_cores == 1 else [[] for _ in range(n_cores)]
             if n_cores > 1:
@@ -492,6 +496,27 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 while flying and (flying[0].done() or len(flying) >= MAX_IN_FLIGHT):
                     await flying.popleft()
                 await submit(share, index, arrived, flying)
+
+    def taken_once(events: list) -> list:
+        """The events, less any record this worker already took since the last rebalance.
+
+        Faust can hand the same record over twice: at startup its fetcher runs before the seek to the
+        committed offsets, and fetches again what it fetched then. The first copy is in a core or delivered,
+        and scoring the second would only re-emit its intent: a duplicate on the intents topic. The second
+        copy is marked acked without Faust's bookkeeping; the first copy's delivery acks the offset.
+        """
+        kept, seen = [], set()
+        for ev in events:
+            m = ev.message
+            taken = submitted.get((m.topic, m.partition))
+            if (taken is not None and m.offset <= taken[1]) or (m.topic, m.partition, m.offset) in seen:
+                m.acked = True
+                continue
+            seen.add((m.topic, m.partition, m.offset))
+            kept.append(ev)
+        if len(kept) < len(events):
+            log.info("dropped %d records Faust handed over a second time", len(events) - len(kept))
+        return kept
 
     async def submit(events: list, index: int, arrived: float, in_flight: deque[asyncio.Task]) -> None:
         """Hand a batch (or its share for core `index`) to that core; its delivery follows the last one in
