@@ -52,7 +52,7 @@ class Settings:
     core_process: bool = True
     # How many such child processes: each scores the partitions p with p % core_processes == its index, so a
     # user's clicks (one partition) always reach the same one. The core is the worker's bottleneck: with one
-    # child a saturated 2-core machine still idled a quarter of its time, and two made 1.13x-1.34x the
+    # child a saturated 2-core machine still idled a quarter of its time, and two made 1.04x-1.34x the
     # events/s (docs/BENCHMARKS.md). Each holds its own copy of the model and its share of the state cache;
     # never more than `partitions` (one more would get no partition).
     core_processes: int = 2
