@@ -187,7 +187,6 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             os._exit(3)
         ops.metrics.set_model(chosen.version)
         pipeline = Pipeline(chosen, settings.max_message_bytes, pseudonymize=ops.pseudonymize)
-        cores: list = []
         if settings.core_process:
             device = settings.device if scorer is None else chosen.device.type  # a given scorer: its device
             # The cache's budget is the worker's: each core holds the users of its share of the partitions.
@@ -476,10 +475,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             if not events:
                 continue
             # One share per core, by partition: a user's clicks always reach the same core (and its cache).
-            shares: list[list] = [events] if n_cores == 1 else [[] for _ in range(n_cores)]
-            if n_cores > 1:
-                for ev in events:
-                    shares[ev.message.partition % n_cores].append(ev)
+            shares: list[list] = [[] for _ in range(n_cores)]
+            for ev in events:
+                shares[ev.message.partition % n_cores].append(ev)
             for share in shares:  # before any wait below: a stop or a rebalance now waits for them
                 if share:
                     hold_stop_for(share)
@@ -508,11 +506,11 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         kept, seen = [], set()
         for ev in events:
             m = ev.message
-            taken = submitted.get((m.topic, m.partition))
-            if (taken is not None and m.offset <= taken[1]) or (m.topic, m.partition, m.offset) in seen:
+            taken = submitted.get(m.tp)  # Faust's TP equals (topic, partition) as a key
+            if (taken is not None and m.offset <= taken[1]) or (m.tp, m.offset) in seen:
                 m.acked = True
                 continue
-            seen.add((m.topic, m.partition, m.offset))
+            seen.add((m.tp, m.offset))
             kept.append(ev)
         if len(kept) < len(events):
             log.info("dropped %d records Faust handed over a second time", len(events) - len(kept))

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import signal
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -239,25 +240,19 @@ def test_batch_core_uses_the_states_sent_along_but_prefers_its_own(tmp_path, eve
 class SwapRecorder:
     """What use_everywhere touches on a core: the model it serves, and `use`, which may refuse some models."""
 
-    def __init__(self, serving: str, refuses: tuple[str, ...] = ()):
+    def __init__(self, serving, refuses: tuple = ()):
         self.scorer = serving
         self.refuses = refuses
 
-    async def use(self, scorer: str) -> None:
+    async def use(self, scorer) -> None:
         if scorer in self.refuses:
-            raise CoreError(f"cannot load {scorer}")
+            raise CoreError(f"cannot load {scorer.version}")
         self.scorer = scorer
-
-
-class Named(str):
-    @property
-    def version(self) -> str:
-        return str(self)
 
 
 def test_a_swap_lands_in_every_core_or_in_none():
     splits: list[str] = []
-    old, new = Named("A"), Named("B")
+    old, new = SimpleNamespace(version="A"), SimpleNamespace(version="B")
 
     cores = [SwapRecorder(old) for _ in range(3)]
     asyncio.run(use_everywhere(cores, new, splits.append))
