@@ -24,6 +24,7 @@ from .core_process import CoreConfig, CoreProcess, InlineCore, StatesToSend, use
 from .pipeline import Pipeline, Record, settle_gc
 from .scorer import Scorer
 from . import fast_drain
+from .fetch_pacing import FetchPacing, live_consumer
 from .batched_send import publish
 from .durable_table import DurableTable
 from .settings import Settings, faust_security
@@ -169,6 +170,20 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     @app.task
     async def lighten_consumer() -> None:
         fast_drain.install(app.consumer)  # no four tasks per consumed message (streams/fast_drain.py)
+
+    # Fuller fetches while clicks flow, immediate ones when they trickle (streams/fetch_pacing.py)
+    pacing = FetchPacing(settings.fetch_min_bytes, settings.fetch_wait_ms) if settings.fetch_wait_ms > 0 else None
+    if pacing is not None:
+        paced_at = [time.monotonic()]
+
+        @app.timer(interval=1.0)
+        async def pace_fetches() -> None:
+            now = time.monotonic()
+            pacing.decide(now - paced_at[0])
+            paced_at[0] = now
+            consumer = live_consumer(app)
+            if consumer is not None:
+                pacing.apply(consumer)
 
     def core_lost(why: str) -> None:
         # Nothing after the last scored batch was acked: the restarted worker picks it up again.
@@ -474,6 +489,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             events = taken_once(events)
             if not events:
                 continue
+            if pacing is not None:
+                pacing.taken(len(events))
             # One share per core, by partition: a user's clicks always reach the same core (and its cache).
             shares: list[list] = [[] for _ in range(n_cores)]
             for ev in events:

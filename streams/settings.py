@@ -32,6 +32,11 @@ class Settings:
     # changelog acks before its intents leave, so this is paid twice per batch in latency; under load,
     # requests fill anyway while the previous one is in flight.
     producer_linger_ms: int = 1
+    # While clicks flow (>= 1000 / fetch_wait_ms a second), fetches wait for fetch_min_bytes or this many ms,
+    # so fewer answers each carry more clicks; at lower rates they answer at once (streams/fetch_pacing.py).
+    # 0 turns the pacing off.
+    fetch_wait_ms: int = 5
+    fetch_min_bytes: int = 65_536
     data_dir: Path = REPO_ROOT / "var" / "worker"
     web_port: int = 6066
     web_bind: str = "127.0.0.1"  # 0.0.0.0 in containers, so Prometheus can scrape /metrics
@@ -172,6 +177,9 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", dest="max_batch", type=int)
     p.add_argument("--max-wait", dest="max_wait", type=float, help="seconds")
     p.add_argument("--producer-linger-ms", dest="producer_linger_ms", type=int)
+    p.add_argument("--fetch-wait-ms", dest="fetch_wait_ms", type=int,
+                   help="while clicks flow, fetches wait up to this for fetch-min-bytes (0: off)")
+    p.add_argument("--fetch-min-bytes", dest="fetch_min_bytes", type=int)
     p.add_argument("--data-dir", dest="data_dir", type=Path)
     p.add_argument("--web-port", dest="web_port", type=int)
     p.add_argument("--web-bind", dest="web_bind",
