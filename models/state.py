@@ -10,6 +10,7 @@ older versions load.
 from __future__ import annotations
 
 import logging
+import operator
 import struct
 import sys
 import zlib
@@ -48,7 +49,10 @@ from schemas.frozen import fast_constructor
 log = logging.getLogger(__name__)
 
 MAGIC = b"iS"  # first bytes of every user state record
-VERSION = 3  # the layout to_bytes writes (v2 = v1 + lifetime history, v3 = v2 with columnar intents)
+# The layouts to_bytes writes (v2 = v1 + lifetime history, v3 = v2 with columnar intents, v4 = v3 with each
+# intent's counts as the change from the intent before): v3 within the budget; v4, deflated, over it.
+VERSION = 3
+DEFLATED_VERSION = 4
 MAX_INTENTS = 4
 # The version byte's high bit: the layout's body (all after the 3-byte header) is zlib-deflated. Written only
 # for records over the 2 KiB budget (DESIGN §7), and only when that makes them smaller.
@@ -177,12 +181,15 @@ class UserState:
         out.append(VERSION)
         _encode_v3(self, out)
         if len(out) > BUDGET_BYTES:
-            # Users with dozens of clicks still in delivery (~1% of a saturated worker's writes): their
-            # intents' columns deflate to ~2/3, which brought every such record of
-            # bench/bench_state_in_flight.py under the budget. Below it, the CPU is better spent elsewhere.
-            body = zlib.compress(out[3:], 6)
+            # Users with dozens of clicks still in delivery (~1% of a saturated worker's writes). Their intents'
+            # columns deflate to ~2/3, the counts far more when written as changes (v4), which brought every
+            # such record of bench/bench_state_in_flight.py under the budget, at max_batch 4096 too. Below it,
+            # the CPU is better spent elsewhere: v4 takes 15-25% longer to encode and decode than v3.
+            v4 = bytearray()
+            _encode_v4(self, v4)
+            body = zlib.compress(v4, 6)
             if len(body) + 3 < len(out):
-                return MAGIC + bytes((VERSION | DEFLATED,)) + body
+                return MAGIC + bytes((DEFLATED_VERSION | DEFLATED,)) + body
         return bytes(out)
 
     @classmethod
@@ -198,13 +205,13 @@ class UserState:
                 raise ValueError(f"user state record: its deflated body does not inflate ({exc})") from None
         decoder = _DECODERS.get(version)
         if decoder is None:
-            if version > VERSION:
+            if version > max(_DECODERS):
                 raise ValueError(f"user state record version {version} is newer than this code, which reads "
                                  f"versions {sorted(_DECODERS)}; upgrade the worker before reading this state")
             raise ValueError(f"user state record version {version} is no longer readable "
                              f"(this code reads versions {sorted(_DECODERS)})")
         state = decoder(view, pos, config)
-        if version != VERSION:
+        if version < VERSION:
             log.info("migrated user state of %r from record version %d to %d", state.user_id, version, VERSION)
         return state
 
@@ -277,7 +284,7 @@ def _get_strs(data: memoryview, pos: int) -> tuple[list[str], int]:
 
 
 def _encode_head(state: UserState, out: bytearray) -> None:
-    """Every field before the intents (the same in v1, v2 and v3)."""
+    """Every field before the intents (the same in v1 through v4)."""
     _put_str(out, state.user_id)
     out += state.windows.to_bytes()
     put_uvarint(out, len(state.applied))
@@ -349,7 +356,7 @@ def _decode_intents_v1(data: memoryview, pos: int, strings: list[str]) -> tuple[
 
 def _decode_v1_body(data: memoryview, pos: int, config: StateConfig,
                     read_intents=_decode_intents_v1) -> tuple[UserState, int]:
-    """The v1 fields (also the start of v2 and v3 records, whose intents `read_intents` reads); returns the
+    """The v1 fields (also the start of v2-v4 records, whose intents `read_intents` reads); returns the
     state and the position after them."""
     try:
         user_id, pos = _get_str(data, pos)
@@ -439,7 +446,7 @@ def _encode_history(h: UserHistory, out: bytearray) -> None:
 
 
 def _decode_history(state: UserState, data: memoryview, pos: int, version: int) -> UserState:
-    """The history that ends v2 and v3 records, set on `state`; the record must end there."""
+    """The history that ends v2-v4 records, set on `state`; the record must end there."""
     try:
         flags = data[pos]
         pos += 1
@@ -486,8 +493,17 @@ def _decode_v2(data: memoryview, pos: int, config: StateConfig) -> UserState:
 # then the v2 history.
 # p_purchase comes from a float32 model and cart_value is rounded to cents, so the short forms are exact
 # for the intents the worker makes; any other value takes the f64 form, and every record round-trips.
-# A record over BUDGET_BYTES is written as "iS" (3 | DEFLATED) + zlib.compress(everything after the
+# A record over BUDGET_BYTES is written as "iS" (version | DEFLATED) + zlib.compress(everything after the
 # header), when that is shorter (UserState.to_bytes).
+#
+# ---- record layout v4 ------------------------------------------------------------------------------
+# v3, but each intent's counts are written as their change from the intent before (its counts minus the
+# previous intent's, position by position, the first against zeros; a signed column). A user's
+# consecutive clicks change one or two of the hour's counts, so ~85% of the values are 0: the same size
+# raw, but the records over the budget, which are deflated, are those with ~50-150 intents in delivery,
+# and there the counts deflate to a fraction (max record 2,069 -> ~1,900 B at max_batch 4096 in
+# bench/bench_state_in_flight.py). Written only for those: computing the changes makes v4 15-25% slower to
+# encode and decode, and records within the budget are written on every batch.
 
 _P_F32, _CART_CENTS = 1, 2
 
@@ -508,7 +524,7 @@ def _as_cents(values: list[float]) -> list[int] | None:
     return cents
 
 
-def _encode_intents_v3(intents: list[RecentIntent], out: bytearray) -> None:
+def _encode_intents(intents: list[RecentIntent], out: bytearray, count_deltas: bool) -> None:
     strings: dict[str, int] = {}
     groups: dict[tuple, int] = {}
     group_of = []
@@ -552,10 +568,41 @@ def _encode_intents_v3(intents: list[RecentIntent], out: bytearray) -> None:
     else:
         put_uvarint(out, 0)
         put_array(out, [len(it.recent_counts) for it in intents])
-    put_array(out, [c for it in intents for c in it.recent_counts])
+    if count_deltas:
+        put_array(out, _count_deltas([it.recent_counts for it in intents]), signed=True)
+    else:
+        put_array(out, [c for it in intents for c in it.recent_counts])
 
 
-def _decode_intents_v3(data: memoryview, pos: int, strings: list[str]) -> tuple[list[RecentIntent], int]:
+def _count_deltas(rows: list[tuple[int, ...]]) -> list[int]:
+    """Each row minus the row before, position by position (missing positions count as 0), flattened."""
+    out: list[int] = []
+    previous: tuple[int, ...] = ()
+    for row in rows:
+        if len(row) == len(previous):
+            out += map(operator.sub, row, previous)
+        else:
+            out += (c - (previous[j] if j < len(previous) else 0) for j, c in enumerate(row))
+        previous = row
+    return out
+
+
+def _add_previous(flat: list[int], lengths: list[int]) -> list[tuple[int, ...]]:
+    """The rows `_count_deltas` was given, from its output and the rows' lengths."""
+    rows, start, previous = [], 0, ()
+    for k in lengths:
+        deltas = flat[start:start + k]
+        start += k
+        if k == len(previous):
+            previous = tuple(map(operator.add, deltas, previous))
+        else:
+            previous = tuple(d + (previous[j] if j < len(previous) else 0) for j, d in enumerate(deltas))
+        rows.append(previous)
+    return rows
+
+
+def _decode_intents(data: memoryview, pos: int, strings: list[str],
+                    count_deltas: bool) -> tuple[list[RecentIntent], int]:
     n, pos = get_uvarint(data, pos)
     if not n:
         return [], pos
@@ -588,28 +635,44 @@ def _decode_intents_v3(data: memoryview, pos: int, strings: list[str]) -> tuple[
         lengths = [k - 1] * n
     else:
         lengths, pos = get_array(data, pos, n)
-    flat, pos = get_array(data, pos, sum(lengths))
-    intents, start = [], 0
-    for g, offset, p, events, cart, k in zip(group_of, offsets, ps, session_events, carts, lengths):
+    flat, pos = get_array(data, pos, sum(lengths), signed=count_deltas)
+    if count_deltas:
+        counts = _add_previous(flat, lengths)
+    else:
+        counts, start = [], 0
+        for k in lengths:
+            counts.append(tuple(flat[start:start + k]))
+            start += k
+    intents = []
+    for g, offset, p, events, cart, row in zip(group_of, offsets, ps, session_events, carts, counts):
         scored_at, latency_ms, source, model = groups[g]
-        intents.append(new_recent_intent(source, offset, p, scored_at, latency_ms, events, cart,
-                                         tuple(flat[start:start + k]), model))
-        start += k
+        intents.append(new_recent_intent(source, offset, p, scored_at, latency_ms, events, cart, row, model))
     return intents, pos
+
+
+def _decode_v3(data: memoryview, pos: int, config: StateConfig) -> UserState:
+    state, pos = _decode_v1_body(data, pos, config, partial(_decode_intents, count_deltas=False))
+    return _decode_history(state, data, pos, 3)
+
+
+def _encode_v4(state: UserState, out: bytearray) -> None:
+    _encode_head(state, out)
+    _encode_intents(state.recent_intents, out, count_deltas=True)
+    _encode_history(state.history, out)
 
 
 def _encode_v3(state: UserState, out: bytearray) -> None:
     _encode_head(state, out)
-    _encode_intents_v3(state.recent_intents, out)
+    _encode_intents(state.recent_intents, out, count_deltas=False)
     _encode_history(state.history, out)
 
 
-def _decode_v3(data: memoryview, pos: int, config: StateConfig) -> UserState:
-    state, pos = _decode_v1_body(data, pos, config, _decode_intents_v3)
-    return _decode_history(state, data, pos, 3)
+def _decode_v4(data: memoryview, pos: int, config: StateConfig) -> UserState:
+    state, pos = _decode_v1_body(data, pos, config, partial(_decode_intents, count_deltas=True))
+    return _decode_history(state, data, pos, 4)
 
 
 # Record version -> decoder returning a current UserState. To change the layout: bump VERSION, write
 # _encode_vN/_decode_vN, and keep the older decoders here (they migrate by building the current objects),
 # plus a checked-in record of each version under tests/unit/state_fixtures/ that must still load.
-_DECODERS = {1: _decode_v1, 2: _decode_v2, 3: _decode_v3}
+_DECODERS = {1: _decode_v1, 2: _decode_v2, 3: _decode_v3, 4: _decode_v4}

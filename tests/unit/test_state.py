@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 
 from models.history import UserHistory
 from models.session import RecentEvent
-from models.state import BUDGET_BYTES, DEFLATED, MAGIC, VERSION, RecentIntent, StateConfig, UserState, _encode_v3
+from models.state import (BUDGET_BYTES, DEFLATED, DEFLATED_VERSION, MAGIC, VERSION, RecentIntent, StateConfig,
+                          UserState, _encode_v3)
 from models.windows import DEFAULT_HORIZONS, Horizon
 from schemas.events import EVENT_TYPES, ClickEvent
 from tests.unit.test_session import USER, click_from_bits, reference as session_reference
@@ -132,8 +134,8 @@ def test_round_trip_is_bit_exact_for_hidden_and_floats():
 def test_versions_and_corruption_give_clear_errors():
     data = golden_state().to_bytes()
     assert data[:2] == MAGIC and data[2] == VERSION
-    with pytest.raises(ValueError, match=f"version {VERSION + 1} is newer than this code"):
-        UserState.from_bytes(data[:2] + bytes([VERSION + 1]) + data[3:])
+    with pytest.raises(ValueError, match=f"version {DEFLATED_VERSION + 1} is newer than this code"):
+        UserState.from_bytes(data[:2] + bytes([DEFLATED_VERSION + 1]) + data[3:])
     with pytest.raises(ValueError, match="version 0 is no longer readable"):
         UserState.from_bytes(data[:2] + b"\x00" + data[3:])
     with pytest.raises(ValueError, match="not a user state record"):
@@ -265,7 +267,7 @@ def test_a_record_over_the_budget_is_deflated_and_reads_back_the_same():
     _encode_v3(state, plain)
     assert len(plain) > BUDGET_BYTES  # what v3 alone writes for it: ~2.3 KiB
     data = state.to_bytes()
-    assert data[:2] == MAGIC and data[2] == VERSION | DEFLATED and len(data) <= BUDGET_BYTES
+    assert data[:2] == MAGIC and data[2] == DEFLATED_VERSION | DEFLATED and len(data) <= BUDGET_BYTES
     assert UserState.from_bytes(data) == state
     # a state within the budget is written as it is
     small = golden_state().to_bytes()
@@ -286,7 +288,48 @@ def test_checked_in_deflated_v3_record_still_loads():
     assert UserState.from_bytes(data) == busy_state()
 
 
+def test_checked_in_deflated_v4_record_still_loads():
+    data = (FIXTURES / "user_state_v4_deflated.bin").read_bytes()
+    assert data[2] == 4 | DEFLATED
+    assert UserState.from_bytes(data) == busy_state()
+    if DEFLATED_VERSION == 4:
+        assert busy_state().to_bytes() == data
+
+
+def shopper_intents(n: int) -> list[RecentIntent]:
+    """Intents of a shopper clicking fast: each click adds one to one of the hour's counts."""
+    counts = [0] * len(EVENT_TYPES)
+    out = []
+    for i, intent in enumerate(worker_intents(n)):
+        counts[(i * i) % 3] += 1  # mostly views, some searches and cart adds
+        out.append(dataclasses.replace(intent, recent_counts=tuple(counts)))
+    return out
+
+
+def test_records_over_the_budget_write_counts_as_changes_which_deflate_smaller_and_read_back_exactly():
+    """Over the budget (many intents in delivery), each intent's counts are written as the change from the
+    intent before (v4): the record deflates smaller than v3's, with every count read back as it was."""
+    state = busy_state(150)
+    state.recent_intents = shopper_intents(150)
+    data = state.to_bytes()
+    assert data[2] == 4 | DEFLATED and UserState.from_bytes(data) == state
+
+    v3 = bytearray(MAGIC) + bytes((3,))  # the same state in v3, as it was written before
+    _encode_v3(state, v3)
+    assert UserState.from_bytes(bytes(v3)) == state
+    assert len(data) < 3 + len(zlib.compress(v3[3:], 6)) - 150  # over a byte an intent smaller
+
+    # rows of different lengths, and counts that fall (clicks leaving the hour), come back too
+    odd = shopper_intents(5)
+    odd[1] = dataclasses.replace(odd[1], recent_counts=(7,))
+    odd[2] = dataclasses.replace(odd[2], recent_counts=(0, 3, 1, 0, 9, 2, 0, 0, 5))
+    odd[3] = dataclasses.replace(odd[3], recent_counts=())
+    state.recent_intents = odd + shopper_intents(150)  # still over the budget: v4
+    data = state.to_bytes()
+    assert data[2] == 4 | DEFLATED and UserState.from_bytes(data).recent_intents == state.recent_intents
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--write-fixture"]:
     FIXTURES.mkdir(exist_ok=True)
     (FIXTURES / f"user_state_v{VERSION}.bin").write_bytes(golden_state().to_bytes())
-    (FIXTURES / f"user_state_v{VERSION}_deflated.bin").write_bytes(busy_state().to_bytes())
+    (FIXTURES / f"user_state_v{DEFLATED_VERSION}_deflated.bin").write_bytes(busy_state().to_bytes())
