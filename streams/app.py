@@ -490,7 +490,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             if not events:
                 continue
             if pacing is not None:
-                pacing.taken(len(events))
+                pacing.taken(len(events), full=len(events) >= settings.max_batch)
             # One share per core, by partition: a user's clicks always reach the same core (and its cache).
             shares: list[list] = [[] for _ in range(n_cores)]
             for ev in events:

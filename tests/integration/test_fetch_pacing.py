@@ -39,7 +39,7 @@ async def test_fetch_requests_on_the_wire_follow_the_pacing(kafka_bootstrap: str
 
     try:
         assert (await requests_after(lambda: None)) != []  # the recorder sees the fetches
-        paced = await requests_after(lambda: (pacing.taken(100), pacing.decide(1.0)))
+        paced = await requests_after(lambda: (pacing.taken(100, full=False), pacing.decide(1.0)))
         unpaced = await requests_after(lambda: pacing.decide(1.0))
     finally:
         await consumer.stop()
