@@ -15,9 +15,27 @@ import asyncio
 from typing import Iterable
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 # (partition or None for "by key", key, value)
 OutRecord = tuple["int | None", "bytes | None", "bytes | None"]
+
+# aiokafka's murmur2 is pure Python (~4% of the worker shell's time at saturation, once per intent), and a
+# user's key comes back batch after batch: its hash is kept. Bounded, cleared when full.
+_KEY_HASHES: dict[bytes, int] = {}
+MAX_KEY_HASHES = 100_000
+
+
+def partition_by_key(producer: AIOKafkaProducer, key: bytes | None, partitions: list[int]) -> int:
+    """The partition `producer.send` would pick for `key` (partitions: all of the topic's, sorted)."""
+    if key is None or type(producer._partitioner) is not DefaultPartitioner:
+        return producer._partitioner(key, partitions, partitions)  # random, or someone else's rule
+    h = _KEY_HASHES.get(key)
+    if h is None:
+        if len(_KEY_HASHES) >= MAX_KEY_HASHES:
+            _KEY_HASHES.clear()
+        h = _KEY_HASHES[key] = murmur2(key) & 0x7FFFFFFF  # as DefaultPartitioner does
+    return partitions[h % len(partitions)]
 
 
 async def publish(producer: AIOKafkaProducer, topic: str,
@@ -35,7 +53,7 @@ async def publish(producer: AIOKafkaProducer, topic: str,
         if partition is None:
             if partitions is None:
                 partitions = sorted(await producer.partitions_for(topic))
-            partition = producer._partitioner(key, partitions, partitions)  # what producer.send would pick
+            partition = partition_by_key(producer, key, partitions)
         builder = builders.get(partition)
         if builder is None:
             builder = builders[partition] = producer.create_batch()
