@@ -4,7 +4,8 @@ A consumer's fetch asks the broker to answer once it holds `fetch_min_bytes`, or
 Faust asks for 1 byte. Under steady traffic every produce request of the shops' clients then makes a
 fetch answer of its own, and each answer costs the worker a trip through Faust's consumer thread into its
 event loop, plus a new request for the broker. Asking for 64 KiB or 5 ms instead caps those trips at 200
-a second: at 1k clicks/s that halved the click → intent latency (docs/BENCHMARKS.md, issue 6).
+a second: at 1k clicks/s the median click → intent latency fell from 52-60 ms to 31-44 ms (alternated
+runs, docs/BENCHMARKS.md, issue 6).
 
 The same request on an idle worker polls the broker 200 times a second for nothing (13% of a core for the
 worker and 14% for the broker, measured). So the pacing is on only while clicks come at least as fast as
@@ -50,9 +51,12 @@ class FetchPacing:
         self._taken = self._batches = self._full = 0
         if self.on != (not behind and rate >= (self.on_rate / 2 if self.on else self.on_rate)):
             self.on = not self.on
-            log.info("fetch pacing %s (%.0f clicks/s%s)", "on: fetches wait for %d bytes or %d ms" % (
-                self.min_bytes, self.max_wait_ms) if self.on else "off: fetches answer at once", rate,
-                ", most batches full" if behind else "")
+            if self.on:
+                log.info("fetch pacing on: fetches wait for %d bytes or %d ms (%.0f clicks/s)",
+                         self.min_bytes, self.max_wait_ms, rate)
+            else:
+                log.info("fetch pacing off: fetches answer at once (%.0f clicks/s%s)", rate,
+                         ", most batches full" if behind else "")
         return self.on
 
     def apply(self, consumer: Any) -> None:

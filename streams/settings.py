@@ -23,7 +23,8 @@ class Settings:
     partitions: int = 6
     # events per micro-batch, at most. Batches stay small at light load (max_wait); the cap matters once a
     # backlog forms: 2048 caught up faster than 512 at 5k events/s (p99 215-371 ms vs 2.4-3.1 s in 8 s
-    # probes) and drains 20-30% more per second at saturation (docs/BENCHMARKS.md, issue 6).
+    # probes) and drains 20-30% more per second at saturation (docs/BENCHMARKS.md, issue 6). 4096 keeps the
+    # states within their 2 KiB budget too (record v4), but was not reliably faster (ninth round).
     max_batch: int = 2048
     # Seconds a batch may wait to fill once the queue runs dry (streams.app.take_batch); 0 = greedy, which
     # measured slower here: Faust's consumer refills the queue only while the agent waits.
