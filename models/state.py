@@ -179,14 +179,14 @@ class UserState:
     def to_bytes(self) -> bytes:
         out = bytearray(MAGIC)
         out.append(VERSION)
-        _encode_v3(self, out)
+        head_end = _encode_v3(self, out)
         if len(out) > BUDGET_BYTES:
             # Users with dozens of clicks still in delivery (~1% of a saturated worker's writes). Their intents'
             # columns deflate to ~2/3, the counts far more when written as changes (v4), which brought every
             # such record of bench/bench_state_in_flight.py under the budget, at max_batch 4096 too. Below it,
             # the CPU is better spent elsewhere: v4 takes 15-25% longer to encode and decode than v3.
-            v4 = bytearray()
-            _encode_v4(self, v4)
+            v4 = out[3:head_end]  # the head is the same, encoded once
+            _encode_tail(self, v4, count_deltas=True)
             body = zlib.compress(v4, 6)
             if len(body) + 3 < len(out):
                 return MAGIC + bytes((DEFLATED_VERSION | DEFLATED,)) + body
@@ -655,15 +655,17 @@ def _decode_v3(data: memoryview, pos: int, config: StateConfig) -> UserState:
     return _decode_history(state, data, pos, 3)
 
 
-def _encode_v4(state: UserState, out: bytearray) -> None:
+def _encode_v3(state: UserState, out: bytearray) -> int:
+    """Appends the v3 body; returns where its head ends in `out` (v4 has the same head, then its own tail)."""
     _encode_head(state, out)
-    _encode_intents(state.recent_intents, out, count_deltas=True)
-    _encode_history(state.history, out)
+    head_end = len(out)
+    _encode_tail(state, out, count_deltas=False)
+    return head_end
 
 
-def _encode_v3(state: UserState, out: bytearray) -> None:
-    _encode_head(state, out)
-    _encode_intents(state.recent_intents, out, count_deltas=False)
+def _encode_tail(state: UserState, out: bytearray, count_deltas: bool) -> None:
+    """The intents and the history: v3's, or with `count_deltas` v4's."""
+    _encode_intents(state.recent_intents, out, count_deltas)
     _encode_history(state.history, out)
 
 
