@@ -18,7 +18,7 @@ from typing import Iterator
 import faust
 from faust.streams import _current_event
 
-from .gaps import (acknowledge_through, decode_progress, encode_progress, find_gaps, log_start_offsets,
+from .gaps import (ack_events, acknowledge_through, decode_progress, encode_progress, find_gaps, log_start_offsets,
                    progress_key, read_range)
 from .core_process import CoreConfig, CoreProcess, InlineCore, StatesToSend, use_everywhere
 from .pipeline import Pipeline, Record, settle_gc
@@ -167,9 +167,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     ops = install_ops(app, settings, users, state, event_context, on_erased=on_erased,
                       users_lock=ExclusiveOfScoring(users_lock, state))
 
-    @app.task
-    async def lighten_consumer() -> None:
-        fast_drain.install(app.consumer)  # no four tasks per consumed message (streams/fast_drain.py)
+    # No four tasks nor the conductor's coroutines per consumed message (streams/fast_drain.py); in place
+    # before the worker starts, as Faust's fetcher reads the callback when it starts.
+    fast_drain.install(app.consumer)
+    fast_drain.hand_over_directly(app)
 
     # Fuller fetches while clicks flow, immediate ones when they trickle (streams/fetch_pacing.py)
     pacing = FetchPacing(settings.fetch_min_bytes, settings.fetch_wait_ms) if settings.fetch_wait_ms > 0 else None
@@ -343,7 +344,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 continue  # Faust's own acks continue the committed offset
             done, _delivered = decode_progress(progress.get(progress_key(tp.topic, tp.partition)))
             if done is not None and done >= committed:
-                n = acknowledge_through(consumer, {(tp.topic, tp.partition): (committed, done)}, set(), acked_through)
+                n = acknowledge_through(consumer, {(tp.topic, tp.partition): (committed, done)}, acked_through)
                 if n:
                     log.info("acked %d processed offsets of %s/%d that Faust re-delivered without delivering "
                              "(commit was stuck at %d)", n, tp.topic, tp.partition, committed)
@@ -442,15 +443,14 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         record_delivered(bounds, by_record, generation)
         # Acked last: a clean stop waits for the batches in flight to be acked (hold_stop_for) before it
         # closes the tables, so their delivery is recorded by then and the next owner re-emits none of them.
-        # Records Faust skipped (read back above, or skipped re-deliveries of processed ones) would
-        # otherwise never be acked, and Faust would stop committing those partitions (streams/gaps.py).
+        # The batch's offsets may be committed now (a revoked partition's are marked acked already). Then
+        # the records Faust skipped (read back above, or skipped re-deliveries of processed ones): never
+        # acked, they would stop Faust committing those partitions (streams/gaps.py).
+        ack_events(app.consumer, events)
         n_filled = acknowledge_through(
-            app.consumer, {tp: (first.offset, last.offset) for tp, (first, last) in bounds.items()},
-            {(m.topic, m.partition, m.offset) for m in (ev.message for ev in events)}, acked_through)
+            app.consumer, {tp: (first.offset, last.offset) for tp, (first, last) in bounds.items()}, acked_through)
         if n_filled:
             log.info("acked %d offsets Faust skipped or that were read back", n_filled)
-        for ev in events:
-            ev.ack()  # the batch's offsets may be committed now (a revoked partition's are marked acked)
 
     def hold_stop_for(batch: list) -> None:
         """Make Faust wait for this batch before it closes the tables (a stop) or gives partitions away (a

@@ -1,5 +1,6 @@
-"""Two Faust hot spots removed from every consumed message: four tasks and an asyncio.wait (`install`), and
-a key and a value looked up through the serializer registry only to come back as the same bytes (`RawBytes`).
+"""Faust hot spots removed from every consumed message: four tasks and an asyncio.wait (`install`); the
+conductor's route to the agent's queue (`hand_over_directly`); and a key and a value looked up through the
+serializer registry only to come back as the same bytes (`RawBytes`).
 
 faust-streaming 0.15.3's `Consumer._drain_messages` hands each message to the conductor with
 `await self.wait_first(callback(message), self.suspend_flow.wait())`, so that a rebalance (suspend_flow)
@@ -15,9 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from typing import Any, Coroutine
 
 import faust
+from faust.types import TP
+
+log = logging.getLogger(__name__)
 
 
 async def finish(coro: Coroutine, yielded: Any) -> Any:
@@ -46,6 +51,10 @@ def install(consumer: Any) -> None:
     suspend_wait = type(consumer.suspend_flow).wait.__code__
 
     async def wait_first(*coros: Any, timeout: Any = None) -> Any:
+        if coros and coros[0] is HANDED_OVER:  # hand_over_directly's callback did it all
+            for coro in coros[1:]:
+                coro.close()  # the suspend_flow wait, never started
+            return None
         if not (len(coros) == 2 and timeout is None and inspect.iscoroutine(coros[0])
                 and getattr(coros[1], "cr_code", None) is suspend_wait
                 and not consumer.suspend_flow.is_set() and not consumer.should_stop):
@@ -62,6 +71,75 @@ def install(consumer: Any) -> None:
         return await original(finish(callback, yielded), suspended)
 
     consumer.wait_first = wait_first
+
+
+# What hand_over_directly's callback returns in place of the conductor's coroutine: nothing left to do.
+HANDED_OVER = object()
+
+
+def hand_over_directly(app: Any) -> None:
+    """Put each consumed record of a RawBytes topic on its agent's queue in the consumer's own loop.
+
+    Faust's drain loop hands every message to `Conductor.on_message`: an async lock and a lookup, then the
+    partition's compiled handler, which awaits flow control and the producer buffer's ebb (its size read
+    through Faust's settings registry), takes a reference, decodes and puts the event on each subscribing
+    channel's queue: ~16% of the shell's main thread at saturation (issue 6). For a partition whose only
+    subscriber is a RawBytes topic (the scoring agent's), the replacement callback does the same steps
+    without a coroutine, and returns HANDED_OVER for the patched wait_first (`install`) to finish.
+    Whenever one of the steps would have to wait (flow suspended or a rebalance under way, the queue full,
+    the producer buffer over its limit, the routes being rebuilt), and for every other partition, the
+    message goes the conductor's way, unchanged.
+    """
+    consumer, conductor = app.consumer, app.topics
+    if app.conf.producer_threaded:  # the producer buffer's size lives elsewhere: leave it all to Faust
+        return
+    conduct = consumer.callback  # Conductor.on_message
+    flow_control, suspend_flow, routes_lock = app.flow_control, consumer.suspend_flow, conductor._tp_to_callback_lock
+    buffer = app.producer.buffer
+    event_class = app.conf.Event
+    routes: dict = {}  # per partition: (the conductor's handler it was built for, queue, pressure callbacks)
+    handed_any: list = []  # logged once: the fetcher read the callback after it was replaced
+
+    def route(tp: Any) -> tuple:
+        handler = conductor._tp_to_callback.get(tp)
+        known = routes.get(tp)
+        if known is not None and known[0] is handler:
+            return known
+        channels = conductor._tp_index.get(tp, ())  # the handler is rebuilt whenever these change
+        channel = next(iter(channels)) if len(channels) == 1 else None
+        if handler is None or channel is None or not isinstance(channel.schema, RawBytes):
+            known = (handler, None, None, None)
+        else:  # what the conductor's handler does when the queue is under pressure, and after
+            # As a Faust TP: the consumer's books hold no other kind (the message's is aiokafka's own).
+            faust_tp = TP(tp.topic, tp.partition)
+
+            def on_pressure_high() -> None:
+                app.sensors.on_topic_buffer_full(faust_tp)
+                consumer.on_buffer_full(faust_tp)
+
+            def on_pressure_drop() -> None:
+                consumer.on_buffer_drop(faust_tp)
+
+            known = (handler, channel.queue, on_pressure_high, on_pressure_drop)
+        routes[tp] = known
+        return known
+
+    def callback(message: Any) -> Any:
+        _handler, queue, on_pressure_high, on_pressure_drop = route(message.tp)
+        if (queue is None or not flow_control.is_active() or suspend_flow.is_set() or routes_lock.locked()
+                or queue.full() or len(buffer.pending._queue) > buffer.max_messages):
+            return conduct(message)
+        message.incref(1)  # the agent's ack takes it back
+        queue.put_nowait_enhanced(event_class(app, message.key, message.value, message.headers, message),
+                                  on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop)
+        if not handed_any:
+            handed_any.append(True)
+            log.info("consumed records go straight to the agent's queue (first: %s/%d)", message.topic,
+                     message.partition)
+        return HANDED_OVER
+
+    # Read by Consumer._drain_messages each time the fetcher (re)starts: set before the worker starts.
+    consumer.callback = callback
 
 
 class RawBytes(faust.Schema):

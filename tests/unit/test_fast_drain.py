@@ -153,3 +153,95 @@ def test_raw_bytes_events_equal_what_faust_decodes_with_the_raw_serializer(key, 
     # Publishing through the topic serializes as "raw" does
     assert fast.prepare_key(b"k", None) == reference.prepare_key(b"k", None)
     assert fast.prepare_value(b"v", None) == reference.prepare_value(b"v", None)
+
+
+def _conducted_app(name: str, schema_is_raw: bool = True, maxsize: int = 8):
+    """A Faust app (not started) whose conductor routes partition clicks/0 to one topic, as after an
+    assignment; returns the app, the topic and that partition."""
+    import faust
+    from faust.types import TP
+
+    app = faust.App(name, broker="kafka://127.0.0.1:1", store="memory://", stream_buffer_maxsize=maxsize)
+    topic = app.topic("clicks", schema=fast_drain.RawBytes()) if schema_is_raw else app.topic(
+        "clicks", key_serializer="raw", value_serializer="raw")
+    tp = TP("clicks", 0)
+    app.topics._tp_index[tp].add(topic)
+    app.topics._update_callback_map()
+    app.flow_control.resume()
+    return app, topic, tp
+
+
+def tp_of_clicks():
+    from faust.types import TP
+
+    return TP("clicks", 0)
+
+
+def _messages(tp, n):
+    """As Faust's aiokafka driver makes them: the message's tp is aiokafka's TopicPartition, not a TP."""
+    from aiokafka import TopicPartition
+    from faust.types.tuples import ConsumerMessage
+
+    return [ConsumerMessage("clicks", 0, offset, 0.0, 0, [("h", b"1")], b"u%d" % offset, b"v%d" % offset,
+                            None, 2, 2, TopicPartition(*tp)) for offset in range(n)]
+
+
+def test_the_direct_hand_over_leaves_what_the_conductor_leaves():
+    """The same messages through Faust's conductor (its compiled handler) and through hand_over_directly:
+    the same events on the agent's queue, the same references taken, the same partition paused while the
+    queue is under pressure and resumed once it drains."""
+    async def through(direct: bool):
+        app, topic, tp = _conducted_app("direct" if direct else "conductor")
+        if direct:
+            fast_drain.hand_over_directly(app)
+        messages = _messages(tp, 8)  # past the queue's high-pressure mark (6 of maxsize 8)
+        for m in messages:
+            result = app.consumer.callback(m)
+            if direct:
+                assert result is fast_drain.HANDED_OVER
+            else:
+                await result
+        paused = [(tp, type(tp)) for tp in app.consumer._buffered_partitions]  # resumed as the queue drains
+        queued = [topic.queue.get_nowait() for _ in range(topic.queue.qsize())]
+        active = app.consumer._get_active_partitions()  # asserts that it holds Faust TPs only
+        return ([(e.key, e.value, e.headers, e.message.offset, type(e).__name__) for e in queued],
+                [m.refcount for m in messages], paused, [e.message is m for e, m in zip(queued, messages)],
+                sorted(app.consumer._buffered_partitions), [(tp, type(tp)) for tp in active])
+
+    by_conductor, directly = run(through(False)), run(through(True))
+    assert directly == by_conductor
+    events, refcounts, paused, same_messages, paused_after, active = directly
+    assert len(events) == 8 and refcounts == [1] * 8 and all(same_messages)
+    assert paused == [(tp_of_clicks(), type(tp_of_clicks()))] and paused_after == [] and active == paused
+
+
+@pytest.mark.parametrize("case", ["not RawBytes", "flow suspended", "rebalancing", "queue full", "producer buffer"])
+def test_the_direct_hand_over_leaves_to_the_conductor_what_might_wait(case):
+    async def scenario():
+        app, topic, tp = _conducted_app(case, schema_is_raw=case != "not RawBytes", maxsize=1)
+        fast_drain.hand_over_directly(app)
+        if case == "flow suspended":
+            app.flow_control.suspend()
+        elif case == "rebalancing":
+            app.consumer.suspend_flow.set()
+        elif case == "queue full":
+            topic.queue.put_nowait("already there")
+        elif case == "producer buffer":
+            for i in range(app.producer.buffer.max_messages + 1):
+                app.producer.buffer.pending.put_nowait(i)
+        result = app.consumer.callback(_messages(tp, 1)[0])
+        assert result is not fast_drain.HANDED_OVER
+        result.close()  # the conductor's coroutine: that route is Faust's own, not exercised here
+
+    run(scenario())
+
+
+def test_wait_first_finishes_a_direct_hand_over_at_once():
+    async def scenario():
+        consumer = FakeConsumer()
+        fast_drain.install(consumer)
+        suspended = consumer.suspend_flow.wait()
+        await consumer.wait_first(fast_drain.HANDED_OVER, suspended)
+        return consumer.slow_calls, suspended.cr_frame  # closed: no "never awaited" warning
+
+    assert run(scenario()) == (0, None)

@@ -47,21 +47,23 @@ def test_everything_processed_through_the_batch_is_acked_except_the_batchs_own_e
 
     consumer = _FakeConsumer({TP("c", 0): 10})
     consumer._acked_index[TP("c", 0)].add(11)  # already acked by Faust
-    # partition 0 processed through 15; the batch's own events 14, 15 are acked by the agent itself
+    # partition 0 processed through 15; the batch's own events (14, 15; 3 of partition 1) were acked before
     checked: dict = {}
     # partition 1 has no committed offset yet: acked from the batch's first offset (1, read back by find_gaps)
-    n = acknowledge_through(consumer, {("c", 0): (14, 15), ("c", 1): (1, 3)},
-                            {("c", 0, 14), ("c", 0, 15), ("c", 1, 3)}, checked)
+    consumer._acked_index[TP("c", 0)].update({14, 15})
+    consumer._acked_index[TP("c", 1)].add(3)
+    n = acknowledge_through(consumer, {("c", 0): (14, 15), ("c", 1): (1, 3)}, checked)
     assert consumer.acked == [("c", 0, 10), ("c", 0, 12), ("c", 0, 13), ("c", 1, 1), ("c", 1, 2)] and n == 5
     # the next batch only looks past what was covered (14 and 15 were the previous batch's own events)
     consumer.acked.clear()
-    n = acknowledge_through(consumer, {("c", 0): (16, 18)}, {("c", 0, 18)}, checked)
+    consumer._acked_index[TP("c", 0)].add(18)
+    n = acknowledge_through(consumer, {("c", 0): (16, 18)}, checked)
     assert consumer.acked == [("c", 0, 16), ("c", 0, 17)] and n == 2
     # Faust set the committed offset back (a seek after a rebalance): start over from it
-    consumer._acked_index[TP("c", 0)].update({14, 15, 18})  # the batches' own events, acked by the agent
+    consumer._acked_index[TP("c", 0)].add(19)
     consumer.acked.clear()
     consumer._committed_offset[TP("c", 0)] = 5
-    acknowledge_through(consumer, {("c", 0): (19, 19)}, {("c", 0, 19)}, checked)
+    acknowledge_through(consumer, {("c", 0): (19, 19)}, checked)
     assert consumer.acked == [("c", 0, o) for o in (5, 6, 7, 8, 9)]
 
 
@@ -71,3 +73,47 @@ def test_progress_round_trip_and_the_older_single_offset_form() -> None:
     assert decode_progress(encode_progress(41, 30)) == (41, 30)
     assert decode_progress(b"41") == (41, 41)  # written before delivery was tracked: nothing owed
     assert decode_progress(None) == (None, None)
+
+
+def test_ack_events_keeps_fausts_books_exactly_as_event_ack_does() -> None:
+    """Two identical consumers of a real Faust app: one acks each event with Event.ack, the other with
+    ack_events; every piece of bookkeeping must come out the same (fails if Faust's internals move)."""
+    import faust
+    from faust.types import TP
+    from faust.types.tuples import ConsumerMessage
+
+    from streams.gaps import ack_events
+
+    def setup():
+        app = faust.App("ack-test", broker="kafka://127.0.0.1:1", store="memory://")
+        consumer = app.consumer
+        app.topics._acking_topics.update({"c", "d"})  # "e": a topic without acks (Faust acks but keeps no books)
+        consumer._committed_offset[TP("c", 0)] = 5  # offsets below it are acked without joining the books
+        events = []
+        for topic, partition, offset in [("c", 0, 4), ("c", 0, 5), ("c", 0, 6), ("c", 1, 0), ("c", 1, 2),
+                                         ("d", 0, 9), ("e", 0, 1), ("c", 0, 6)]:  # the last: a second copy of 6
+            message = ConsumerMessage(topic, partition, offset, 0.0, 0, None, b"k", b"v", None, 1, 1,
+                                      TP(topic, partition))
+            message.incref(1)
+            consumer._unacked_messages.add(message)
+            events.append(faust.Event(app, b"k", b"v", None, message))
+        events[2].message.incref(1)  # held by a second reader: one ack leaves it unacked
+        events[3].message.acked = True  # marked acked beforehand (a revoked partition's record)
+        return consumer, events
+
+    def books(consumer, events):
+        return ({tp: sorted(v) for tp, v in consumer._acked_index.items() if v},
+                {tp: list(v) for tp, v in consumer._acked.items() if v}, consumer._n_acked,
+                sorted((m.topic, m.partition, m.offset) for m in consumer._unacked_messages),
+                [(ev.message.acked, ev.message.refcount) for ev in events])
+
+    by_faust, by_us = setup(), setup()
+    for ev in by_faust[1]:
+        ev.ack()
+    ack_events(*by_us)
+    expected = books(*by_faust)
+    assert books(*by_us) == expected
+    # and the case is not trivial: some offsets joined the books, some did not, one is still held
+    acked_index, _, n_acked, still_unacked, flags = expected
+    assert acked_index == {TP("c", 0): [5, 6], TP("c", 1): [2], TP("d", 0): [9]} and n_acked == 4
+    assert ("c", 0, 6) in still_unacked and flags[2] == (False, 1)
