@@ -1,6 +1,9 @@
 """Faust's own ceiling: an agent that only counts its batches, on a pre-filled topic; batches taken with
-Faust's take_events, or like the worker: straight from the agent's channel queue (streams.app.take_batch)
-with Faust's per-message hand-over lightened (streams/fast_drain.py).
+Faust's take_events ("take_events"); straight from the agent's channel queue (streams.app.take_batch) with
+Faust's per-message wait_first lightened (streams/fast_drain.py `install`) and each event acked on its own
+("queue", the worker until the tenth round); or as the worker now: also each record put straight on the
+agent's queue (`hand_over_directly`, a RawBytes topic) and a batch acked in one pass (`ack_events`)
+("direct").
 
 The worker cannot be faster than this on the same machine; compare with bench_pipeline.py's (a) and (b).
 
@@ -25,15 +28,24 @@ from bench_pipeline import PARTITIONS, fill, make_events  # noqa: E402
 from deploy.kafka import local_broker  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 
+MODES = ("take_events", "queue", "direct")
+
 APP = '''
 import os, time, faust
 n_target = int(os.environ["CEIL_EVENTS"])
 app = faust.App("ceiling-%d" % time.time_ns(), broker="kafka://" + os.environ["CEIL_BOOTSTRAP"], web_enabled=False,
                 consumer_auto_offset_reset="earliest", broker_max_poll_records=2000, stream_buffer_maxsize=4096)
-topic = app.topic("clicks", key_serializer="raw", value_serializer="raw", partitions=int(os.environ["CEIL_PARTITIONS"]))
+mode = os.environ["CEIL_MODE"]
+if mode == "direct":
+    from streams import fast_drain
+    topic = app.topic("clicks", schema=fast_drain.RawBytes(), partitions=int(os.environ["CEIL_PARTITIONS"]))
+    fast_drain.install(app.consumer)
+    fast_drain.hand_over_directly(app)
+else:
+    topic = app.topic("clicks", key_serializer="raw", value_serializer="raw", partitions=int(os.environ["CEIL_PARTITIONS"]))
 seen = {"n": 0, "t0": None}
 
-if os.environ["CEIL_QUEUE"] == "1":
+if mode == "queue":
     @app.task
     async def lighten_consumer():
         from streams import fast_drain
@@ -41,16 +53,20 @@ if os.environ["CEIL_QUEUE"] == "1":
 
 async def from_queue(stream, max_n, wait):
     from streams.app import take_batch
+    from streams.gaps import ack_events
     while True:
         events = await take_batch(stream.channel.queue, max_n, wait)
         yield events
-        for ev in events:
-            ev.ack()
+        if mode == "direct":
+            ack_events(app.consumer, events)
+        else:
+            for ev in events:
+                ev.ack()
 
 @app.agent(topic)
 async def count(stream):
     wait = float(os.environ["CEIL_WAIT"])
-    batches = from_queue(stream, 512, wait) if os.environ["CEIL_QUEUE"] == "1" else stream.take_events(512, within=wait)
+    batches = stream.take_events(512, within=wait) if mode == "take_events" else from_queue(stream, 512, wait)
     async for events in batches:
         seen["t0"] = seen["t0"] or time.perf_counter()
         seen["n"] += len(events)
@@ -76,9 +92,9 @@ def main() -> None:
         asyncio.run(fill(cfg.bootstrap, "clicks", make_events(args.events, seed=1)))
         (work / "ceiling_app.py").write_text(APP)
         rates = {}
-        for queue in (False, True) * args.repeat:  # alternated, so drift on a noisy box hits both alike
+        for mode in MODES * args.repeat:  # alternated, so drift on a noisy box hits all alike
             env = {**os.environ, "CEIL_EVENTS": str(args.events), "CEIL_BOOTSTRAP": cfg.bootstrap,
-                   "CEIL_PARTITIONS": str(PARTITIONS), "CEIL_WAIT": str(args.max_wait), "CEIL_QUEUE": str(int(queue)),
+                   "CEIL_PARTITIONS": str(PARTITIONS), "CEIL_WAIT": str(args.max_wait), "CEIL_MODE": mode,
                    "PYTHONPATH": str(REPO)}
             done = subprocess.run([sys.executable, str(work / "ceiling_app.py"), "worker", "-l", "warn"],
                                   env=env, capture_output=True, text=True, timeout=600)
@@ -86,14 +102,15 @@ def main() -> None:
             rate = next((float(line.split()[-1]) for line in out.splitlines() if "RATE" in line), None)
             if rate is None:
                 print(out[-3000:])
-            rates.setdefault(queue, []).append(rate or float("nan"))
+            rates.setdefault(mode, []).append(rate or float("nan"))
     finally:
         local_broker.stop(cfg)
     print("| case | events/s (each run) |\n|---|---|")
     window = f"{args.max_wait * 1000:.0f} ms"
-    for queue, label in ((False, f"stream.take_events(512, within={window})"),
-                         (True, f"take_batch(queue, 512, max_wait={window}) + fast_drain, as the worker")):
-        runs = ", ".join(f"{r:,.0f}" for r in rates[queue])
+    for mode, label in (("take_events", f"stream.take_events(512, within={window})"),
+                        ("queue", f"take_batch(queue, 512, max_wait={window}) + fast_drain.install, Event.ack"),
+                        ("direct", "the same + hand_over_directly + ack_events, as the worker")):
+        runs = ", ".join(f"{r:,.0f}" for r in rates[mode])
         print(f"| empty Faust agent, {label} | {runs} |")
 
 

@@ -20,6 +20,7 @@ from faust.streams import _current_event
 
 from .gaps import (ack_events, acknowledge_through, decode_progress, encode_progress, find_gaps, log_start_offsets,
                    progress_key, read_range)
+from .core_layout import CoreLayout
 from .core_process import CoreConfig, CoreProcess, InlineCore, StatesToSend, use_everywhere
 from .pipeline import Pipeline, Record, settle_gc
 from .scorer import Scorer
@@ -185,6 +186,18 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             consumer = live_consumer(app)
             if consumer is not None:
                 pacing.apply(consumer)
+
+    # One core process scores while that is enough, all of them under load (streams/core_layout.py).
+    layout = CoreLayout(n_cores, settings.cores_spread_load, settings.cores_gather_load)
+    state["layout"] = layout
+    if n_cores > 1:
+        layout_at = [time.monotonic()]
+
+        @app.timer(interval=1.0)
+        async def choose_core_layout() -> None:
+            now = time.monotonic()
+            layout.decide(now - layout_at[0])
+            layout_at[0] = now
 
     def core_lost(why: str) -> None:
         # Nothing after the last scored batch was acked: the restarted worker picks it up again.
@@ -424,6 +437,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         # re-emitting its intent byte-identical (DESIGN §4). One broker round trip per batch.
         # (Not app.producer.flush(): see streams/durable_table.py.)
         result = await scored
+        layout.scored(result.process_s)
         await confirm_state_writes()
         if previous is not None:
             await previous
@@ -491,10 +505,19 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 continue
             if pacing is not None:
                 pacing.taken(len(events), full=len(events) >= settings.max_batch)
-            # One share per core, by partition: a user's clicks always reach the same core (and its cache).
+            if layout.changing:
+                # Partitions move between cores: every batch in a core or in delivery goes first, so that
+                # a partition's batches stay in order and its states are in the table for its new core.
+                for deliveries in in_flight:
+                    while deliveries:
+                        await deliveries.popleft()
+                layout.apply()
+                log.info("core layout %d: %d of %d core processes score", layout.epoch, layout.scoring, n_cores)
+            # One share per scoring core, by partition: while the layout holds, a user's clicks always reach
+            # the same core (and its cache).
             shares: list[list] = [[] for _ in range(n_cores)]
             for ev in events:
-                shares[ev.message.partition % n_cores].append(ev)
+                shares[layout.core_of(ev.message.partition)].append(ev)
             for share in shares:  # before any wait below: a stop or a rebalance now waits for them
                 if share:
                     hold_stop_for(share)
@@ -593,8 +616,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
 
             # The core loads the states, scores, and hands back what write_states writes, before it
             # answers any later batch's request for states.
-            scored = core.submit(records, read_states, delivered_through, app.consumer_generation_id, forget,
-                                 on_scored, given)
+            # A new generation (a rebalance) or core layout empties the core's state cache.
+            scored = core.submit(records, read_states, delivered_through, (app.consumer_generation_id, layout.epoch),
+                                 forget, on_scored, given)
         delivery = asyncio.ensure_future(
             deliver(scored, bounds, by_record, generation, events, arrived, in_flight[-1] if in_flight else None))
         delivery.add_done_callback(crash_on_failure)

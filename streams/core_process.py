@@ -14,8 +14,8 @@ for any other state it needs, and gets back what to write and what to publish:
                               ◄── ("done", CoreResult)
 
 The shell does not wait for a batch's result before sending the next (CoreProcess). Decoded states stay
-cached with the core, so the core empties them: on a new consumer generation (the partitions may have
-moved; sent with each batch), per user on erasure (sent with the next batch), and after a batch that
+cached with the core, so the core empties them: on a new consumer generation or core layout (the
+partitions may have moved; sent with each batch; streams/core_layout.py), per user on erasure (sent with the next batch), and after a batch that
 failed half-way. `InlineCore` runs the same BatchCore in the worker's own process (`--no-core-process`),
 for machines with one core and for side-by-side benchmarks (docs/BENCHMARKS.md, sixth round).
 """
@@ -77,7 +77,7 @@ class BatchCore:
         self.cache = UserCache(cache_users)
 
     def process(self, records: list[Record], read_states: StateReader, delivered_through: dict[str, int],
-                generation: int | None, forget: list[str], given: dict[str, bytes | None] | None = None) -> CoreResult:
+                generation: object, forget: list[str], given: dict[str, bytes | None] | None = None) -> CoreResult:
         """`given`: stored states the shell sent along (users it guessed this cache lacks); a cached state wins,
         being at least as new. Only the users found in neither are asked for, through `read_states`."""
         cache = self.cache
@@ -192,7 +192,7 @@ class InlineCore:
         self.core.pipeline.scorer = self.scorer = scorer
 
     def submit(self, records: list[Record], read_states: StateReader, delivered_through: dict[str, int],
-               generation: int | None, forget: list[str], on_scored: Callable[[CoreResult], None],
+               generation: object, forget: list[str], on_scored: Callable[[CoreResult], None],
                given: dict[str, bytes | None] | None = None) -> asyncio.Future:
         scored = asyncio.get_running_loop().create_future()
         try:
@@ -301,7 +301,7 @@ class CoreProcess:
             self.on_lost(why)
 
     def submit(self, records: list[Record], read_states: StateReader, delivered_through: dict[str, int],
-               generation: int | None, forget: list[str], on_scored: Callable[[CoreResult], None],
+               generation: object, forget: list[str], on_scored: Callable[[CoreResult], None],
                given: dict[str, bytes | None] | None = None) -> asyncio.Future:
         """Send a batch (with the stored states in `given`); the future is the CoreResult, set after
         `on_scored(result)` ran."""

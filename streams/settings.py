@@ -62,6 +62,11 @@ class Settings:
     # events/s (docs/BENCHMARKS.md). Each holds its own copy of the model and its share of the state cache;
     # never more than `partitions` (one more would get no partition).
     core_processes: int = 2
+    # With more than one: all of them score only while they are busy for more than cores_spread_load seconds
+    # per second together, one below that (back once under cores_gather_load for 5 s): each scoring core
+    # costs round trips per batch, and below saturation one scored with less latency (streams/core_layout.py).
+    cores_spread_load: float = 0.6
+    cores_gather_load: float = 0.35
     # Operations (docs/operations.md): model hot swap, right to erasure, pseudonymization.
     # Per app ({app_id} is filled in): a deploy targets one group's workers, and the erasure topic must be
     # co-partitioned with that app's source topics. "" disables the feature.
@@ -197,6 +202,10 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
                    help="score in the worker's own process, not in a child process beside it")
     p.add_argument("--core-processes", dest="core_processes", type=int,
                    help="child processes scoring side by side, each a share of the partitions (default 2)")
+    p.add_argument("--cores-spread-load", dest="cores_spread_load", type=float,
+                   help="busy seconds per second of the scoring cores above which all core processes score")
+    p.add_argument("--cores-gather-load", dest="cores_gather_load", type=float,
+                   help="below this for 5 s, one core process scores again")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -16,7 +16,7 @@ from models.state import UserState
 class UserCache:
     def __init__(self, max_users: int) -> None:
         self.max_users = max_users
-        self.generation: int | None = None
+        self.generation: object = None  # the consumer generation and core layout (streams/app.py)
         self._states: OrderedDict[str, UserState] = OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -27,8 +27,9 @@ class UserCache:
     def __contains__(self, user_id: str) -> bool:
         return user_id in self._states
 
-    def check_generation(self, generation: int) -> bool:
-        """Empty the cache when the consumer group rebalanced since the last batch; True if it did."""
+    def check_generation(self, generation: object) -> bool:
+        """Empty the cache when the consumer group rebalanced or the core layout changed since the last batch
+        (the partitions may have moved); True if it did."""
         if generation != self.generation:
             self._states.clear()
             self.generation = generation

@@ -230,3 +230,55 @@ def test_records_lost_at_the_end_of_a_partitions_traffic_are_fetched_again(kafka
     missing = {e.event_id for e in events} - {i["event_id"] for i in intents}
     assert not missing, f"{len(missing)} clicks without an intent\n{tail(log_path)}"
     assert "fetching them again" in log, tail(log_path)
+
+
+def test_changing_core_layouts_lose_nothing_and_keep_every_state_exact(kafka_bootstrap: str, unique: str,
+                                                                        tmp_path: Path) -> None:
+    """Thresholds that make the worker move its partitions between one and two core processes every few
+    seconds (streams/core_layout.py) while clicks flow: every click still gets exactly one intent (or exact
+    copies), in each user's order, with the score the offline model gives; a core that kept a state cached
+    from before a move would score from a stale state and miss the offline score."""
+    import time
+
+    pipe = Pipeline.unique(kafka_bootstrap, unique)
+    ensure_topics(kafka_bootstrap, {pipe.clicks: 3, pipe.intents: 3, pipe.dlq: 1})
+    events = [e for e, _p in simulate(SimConfig(n_users=200, n_days=3, seed=12))]
+    log_path = tmp_path / "worker.log"
+    # spread as soon as a core did any work; gather after 5 s "calm" (always, under 100 s/s): they alternate
+    worker = start_worker(pipe, tmp_path / "state", log_path,
+                          extra=["--cores-spread-load", "0", "--cores-gather-load", "100"])
+    try:
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+        chunks = 24
+        for i in range(chunks):  # ~24 s of clicks: the layout changes several times meanwhile
+            for ev in events[i * len(events) // chunks:(i + 1) * len(events) // chunks]:
+                producer.send(pipe.clicks, key=ev.user_id.encode(), value=encode_click(ev))
+            producer.flush()
+            time.sleep(1.0)
+        producer.close()
+        intents = decode_all(collect(kafka_bootstrap, pipe.intents,
+                                     lambda rs: len({orjson.loads(r.value)["event_id"] for r in rs}) >= len(events),
+                                     timeout_s=120))
+        assert worker.poll() is None, "worker died:\n" + tail(log_path)
+    finally:
+        stop_worker(worker)
+
+    layouts = [line for line in log_path.read_text().splitlines() if "core layout" in line]
+    assert len(layouts) >= 3 and any("2 of 2" in line for line in layouts) and any("1 of 2" in line for line in layouts), \
+        layouts or tail(log_path)
+    by_id: dict[str, list[dict]] = defaultdict(list)
+    for intent in intents:
+        by_id[intent["event_id"]].append(intent)
+    assert set(by_id) == {e.event_id for e in events}, tail(log_path)
+    assert all(all(x == v[0] for x in v) for v in by_id.values())
+    position = {e.event_id: i for i, e in enumerate(events)}
+    seen: dict[str, int] = {}
+    for intent in intents:
+        i = position[intent["event_id"]]
+        assert i >= seen.get(intent["user_id"], -1)
+        seen[intent["user_id"]] = i
+    art = artifacts.load()
+    offline = offline_scores(events, art.model, art.spec)
+    worst = max(abs(v[0]["p_purchase"] - offline[eid]) for eid, v in by_id.items())
+    assert worst < 1e-5, worst
+    print(f"\n{len(events)} events over {len(layouts)} core layouts; worst live-offline gap {worst:.2e}")
