@@ -7,8 +7,9 @@ click→intent latency queues for: at 5k events/s one core process measured p50 
 39 / 62 ms for two (docs/BENCHMARKS.md, issue 6), while at saturation two score 1.2-1.3x the events of one.
 
 So the worker scores with one core process until the cores are busy for more than `spread_load` seconds
-per second (about 11k events/s on that machine), then with all of them, and goes back to one once they
-have been busy for less than `gather_load` s/s for `gather_after_s`. A change of layout moves partitions
+per second (a core's own time on its batches, wall clock: at 5k events/s one measured 0.64 s/s on that
+machine), then with all of them, and goes back to one once they have been busy for less than
+`gather_load` s/s for `gather_after_s`. A change of layout moves partitions
 between cores; the shell applies it between batches, once every batch in flight is delivered, and each core
 then starts with an empty state cache (`epoch`), as after a rebalance: a cached state of a partition that
 moved away and back would be stale.
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class CoreLayout:
-    def __init__(self, n_cores: int, spread_load: float = 0.6, gather_load: float = 0.35,
+    def __init__(self, n_cores: int, spread_load: float = 0.85, gather_load: float = 0.6,
                  gather_after_s: float = 5.0):
         self.n_cores = n_cores
         self.spread_load, self.gather_load, self.gather_after_s = spread_load, gather_load, gather_after_s

@@ -65,8 +65,8 @@ class Settings:
     # With more than one: all of them score only while they are busy for more than cores_spread_load seconds
     # per second together, one below that (back once under cores_gather_load for 5 s): each scoring core
     # costs round trips per batch, and below saturation one scored with less latency (streams/core_layout.py).
-    cores_spread_load: float = 0.6
-    cores_gather_load: float = 0.35
+    cores_spread_load: float = 0.85
+    cores_gather_load: float = 0.6
     # Operations (docs/operations.md): model hot swap, right to erasure, pseudonymization.
     # Per app ({app_id} is filled in): a deploy targets one group's workers, and the erasure topic must be
     # co-partitioned with that app's source topics. "" disables the feature.
