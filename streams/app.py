@@ -492,6 +492,15 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         # Per core, deliver() of its batches (shares) not yet delivered, oldest first: each partition's order
         in_flight: list[deque[asyncio.Task]] = [deque() for _ in range(n_cores)]
         while True:
+            if layout.changing:
+                # Partitions move between cores: every batch in a core or in delivery goes first, so that a
+                # partition's batches stay in order and its states are in the table for its new core. Before
+                # the next batch is taken: taken events would not yet hold a stop back (hold_stop_for).
+                for deliveries in in_flight:
+                    while deliveries:
+                        await deliveries.popleft()
+                layout.apply()
+                log.info("core layout %d: %d of %d core processes score", layout.epoch, layout.scoring, n_cores)
             try:
                 events = await take_batch(queue, settings.max_batch, settings.max_wait)
             except StopAsyncIteration:  # how Faust ends a channel's readers when the worker stops
@@ -505,14 +514,6 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 continue
             if pacing is not None:
                 pacing.taken(len(events), full=len(events) >= settings.max_batch)
-            if layout.changing:
-                # Partitions move between cores: every batch in a core or in delivery goes first, so that
-                # a partition's batches stay in order and its states are in the table for its new core.
-                for deliveries in in_flight:
-                    while deliveries:
-                        await deliveries.popleft()
-                layout.apply()
-                log.info("core layout %d: %d of %d core processes score", layout.epoch, layout.scoring, n_cores)
             # One share per scoring core, by partition: while the layout holds, a user's clicks always reach
             # the same core (and its cache).
             shares: list[list] = [[] for _ in range(n_cores)]
