@@ -31,8 +31,9 @@ class Settings:
     max_wait: float = 0.005
     # How long the producer holds intents and changelog records to fill a request. Each batch waits for its
     # changelog acks before its intents leave, so this is paid twice per batch in latency; under load,
-    # requests fill anyway while the previous one is in flight.
-    producer_linger_ms: int = 1
+    # requests fill anyway while the previous one is in flight. 0 measured 5k p99 41-45 ms against 46-54 at
+    # 1 ms, and saturation within the noise (docs/BENCHMARKS.md, tenth round).
+    producer_linger_ms: int = 0
     # While clicks flow (>= 1000 / fetch_wait_ms a second), fetches wait for fetch_min_bytes or this many ms,
     # so fewer answers each carry more clicks; at lower rates they answer at once (streams/fetch_pacing.py).
     # 0 turns the pacing off.
