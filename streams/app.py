@@ -175,29 +175,21 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
 
     # Fuller fetches while clicks flow, immediate ones when they trickle (streams/fetch_pacing.py)
     pacing = FetchPacing(settings.fetch_min_bytes, settings.fetch_wait_ms) if settings.fetch_wait_ms > 0 else None
-    if pacing is not None:
-        paced_at = [time.monotonic()]
+    # One core process scores while that is enough, all of them under load (streams/core_layout.py).
+    layout = CoreLayout(n_cores, settings.cores_spread_load, settings.cores_gather_load)
+    decided_at = [time.monotonic()]
 
-        @app.timer(interval=1.0)
-        async def pace_fetches() -> None:
-            now = time.monotonic()
-            pacing.decide(now - paced_at[0])
-            paced_at[0] = now
+    @app.timer(interval=1.0)
+    async def adapt_to_load() -> None:
+        """Both choices, from what the last second's batches showed."""
+        now = time.monotonic()
+        elapsed, decided_at[0] = now - decided_at[0], now
+        layout.decide(elapsed)  # applied by the scoring agent, between batches
+        if pacing is not None:
+            pacing.decide(elapsed)
             consumer = live_consumer(app)
             if consumer is not None:
                 pacing.apply(consumer)
-
-    # One core process scores while that is enough, all of them under load (streams/core_layout.py).
-    layout = CoreLayout(n_cores, settings.cores_spread_load, settings.cores_gather_load)
-    state["layout"] = layout
-    if n_cores > 1:
-        layout_at = [time.monotonic()]
-
-        @app.timer(interval=1.0)
-        async def choose_core_layout() -> None:
-            now = time.monotonic()
-            layout.decide(now - layout_at[0])
-            layout_at[0] = now
 
     def core_lost(why: str) -> None:
         # Nothing after the last scored batch was acked: the restarted worker picks it up again.
