@@ -20,6 +20,7 @@ from faust.streams import _current_event
 
 from .gaps import (ack_events, acknowledge_through, decode_progress, encode_progress, find_gaps, log_start_offsets,
                    progress_key, read_range)
+from .batch_wait import BatchWait
 from .core_layout import CoreLayout
 from .core_process import CoreConfig, CoreProcess, InlineCore, StatesToSend, use_everywhere
 from .pipeline import Pipeline, Record, settle_gc
@@ -177,6 +178,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     pacing = FetchPacing(settings.fetch_min_bytes, settings.fetch_wait_ms) if settings.fetch_wait_ms > 0 else None
     # One core process scores while that is enough, all of them under load (streams/core_layout.py).
     layout = CoreLayout(n_cores, settings.cores_spread_load, settings.cores_gather_load)
+    # Batches wait for more clicks only while the cores are busy (streams/batch_wait.py).
+    batch_wait = BatchWait(settings.max_wait, settings.max_wait_from_load, settings.max_wait_until_load)
     decided_at = [time.monotonic()]
 
     @app.timer(interval=1.0)
@@ -184,7 +187,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         """Both choices, from what the last second's batches showed."""
         now = time.monotonic()
         elapsed, decided_at[0] = now - decided_at[0], now
-        layout.decide(elapsed)  # applied by the scoring agent, between batches
+        batch_wait.decide(layout.decide(elapsed))  # the layout is applied by the scoring agent, between batches
         if pacing is not None:
             pacing.decide(elapsed)
             consumer = live_consumer(app)
@@ -494,7 +497,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
                 layout.apply()
                 log.info("core layout %d: %d of %d core processes score", layout.epoch, layout.scoring, n_cores)
             try:
-                events = await take_batch(queue, settings.max_batch, settings.max_wait)
+                events = await take_batch(queue, settings.max_batch, batch_wait.seconds)
             except StopAsyncIteration:  # how Faust ends a channel's readers when the worker stops
                 flying = [delivery for deliveries in in_flight for delivery in deliveries]
                 if flying:  # normally delivered already: a clean stop waits for every ack first

@@ -36,12 +36,13 @@ class CoreLayout:
         """A core answered a batch it spent `busy_s` seconds on."""
         self._busy_s += busy_s
 
-    def decide(self, elapsed_s: float) -> None:
-        """Called about once a second: the load since the last call chooses the layout wanted."""
+    def decide(self, elapsed_s: float) -> float:
+        """Called about once a second: the load since the last call (returned, in s/s) chooses the layout
+        wanted."""
         load = self._busy_s / elapsed_s if elapsed_s > 0 else 0.0
         self._busy_s = 0.0
         if self.n_cores == 1:
-            return
+            return load
         if self.wanted == 1:
             if load > self.spread_load:
                 self.wanted, self._calm_s = self.n_cores, 0.0
@@ -52,6 +53,7 @@ class CoreLayout:
                 self.wanted = 1
                 log.info("cores busy under %.2f s/s for %.0f s: scoring with one core process", self.gather_load,
                          self._calm_s)
+        return load
 
     @property
     def changing(self) -> bool:

@@ -26,9 +26,13 @@ class Settings:
     # probes) and drains 20-30% more per second at saturation (docs/BENCHMARKS.md, issue 6). 4096 keeps the
     # states within their 2 KiB budget too (record v4), but was not reliably faster (ninth round).
     max_batch: int = 2048
-    # Seconds a batch may wait to fill once the queue runs dry (streams.app.take_batch); 0 = greedy, which
-    # measured slower here: Faust's consumer refills the queue only while the agent waits.
+    # Seconds a batch may wait to fill once the queue runs dry (streams.app.take_batch), while the cores are
+    # busy for at least max_wait_from_load s/s, until they are under max_wait_until_load; otherwise batches
+    # go at once (streams/batch_wait.py: at 1k events/s the wait added 5 ms to the median, at 5k it took 16
+    # ms off). max_wait_from_load 0: always wait.
     max_wait: float = 0.005
+    max_wait_from_load: float = 0.5
+    max_wait_until_load: float = 0.3
     # How long the producer holds intents and changelog records to fill a request. Each batch waits for its
     # changelog acks before its intents leave, so this is paid twice per batch in latency; under load,
     # requests fill anyway while the previous one is in flight. 0 measured 5k p99 41-45 ms against 46-54 at
@@ -183,6 +187,10 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int)
     p.add_argument("--max-batch", dest="max_batch", type=int)
     p.add_argument("--max-wait", dest="max_wait", type=float, help="seconds")
+    p.add_argument("--max-wait-from-load", dest="max_wait_from_load", type=float,
+                   help="cores' busy s/s from which batches wait --max-wait to fill (0: always)")
+    p.add_argument("--max-wait-until-load", dest="max_wait_until_load", type=float,
+                   help="cores' busy s/s under which batches go at once again")
     p.add_argument("--producer-linger-ms", dest="producer_linger_ms", type=int)
     p.add_argument("--fetch-wait-ms", dest="fetch_wait_ms", type=int,
                    help="while clicks flow, fetches wait up to this for fetch-min-bytes (0: off)")

@@ -40,15 +40,16 @@ def test_back_to_one_only_after_the_load_stayed_low_for_a_while():
 def test_the_load_is_per_second_of_elapsed_time():
     layout = CoreLayout(2, spread_load=0.6)
     layout.scored(1.0)
-    layout.decide(2.0)  # 0.5 s/s over 2 s
+    assert layout.decide(2.0) == 0.5  # over 2 s
     assert not layout.changing
     layout.scored(1.0)
-    layout.decide(1.5)  # 0.67 s/s
+    assert abs(layout.decide(1.5) - 2 / 3) < 1e-9
     assert layout.changing
+    assert layout.decide(1.0) == 0.0  # the count restarts with each decision
 
 
 def test_a_single_core_never_changes():
     layout = CoreLayout(1, spread_load=0.0)
     layout.scored(5.0)
-    layout.decide(1.0)
+    assert layout.decide(1.0) == 5.0  # still measured: BatchWait uses it
     assert not layout.changing and layout.core_of(7) == 0
