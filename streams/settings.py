@@ -26,8 +26,8 @@ class Settings:
     # probes) and drains 20-30% more per second at saturation (docs/BENCHMARKS.md, issue 6). 4096 keeps the
     # states within their 2 KiB budget too (record v4), but was not reliably faster (ninth round).
     max_batch: int = 2048
-    # Seconds a batch may wait to fill once the queue runs dry (streams.app.take_batch), while the cores are
-    # busy for at least max_wait_from_load s/s, until they are under max_wait_until_load; otherwise batches
+    # Seconds a batch may wait to fill once the queue runs dry (streams.app.take_batch), from when the cores
+    # are busy for max_wait_from_load s/s until they were under max_wait_until_load for 2 s; otherwise batches
     # go at once (streams/batch_wait.py: at 1k events/s the wait added 5 ms to the median, at 5k it took 16
     # ms off). max_wait_from_load 0: always wait.
     max_wait: float = 0.005

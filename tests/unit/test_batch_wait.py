@@ -4,15 +4,17 @@ import pytest
 from streams.batch_wait import BatchWait
 
 
-def test_batches_wait_while_the_cores_are_busy_and_go_at_once_while_they_are_calm():
+def test_batches_wait_while_the_cores_are_busy_and_go_at_once_after_two_calm_seconds():
     wait = BatchWait(0.005, from_load=0.5, until_load=0.3)
     assert wait.seconds == 0.005  # a worker may start on a backlog: full batches from the first one
     seen = []
-    for load in (0.0, 0.1, 0.49, 0.5, 0.45, 0.31, 0.3, 0.29, 0.0, 0.4, 0.49, 0.8, 0.0):
+    for load in (0.0, 0.1, 0.4, 0.1, 0.2, 0.49, 0.5, 0.45, 0.31, 0.3, 0.29, 0.0, 0.29, 0.4, 0.49, 0.8, 0.0):
         wait.decide(load)
         seen.append(wait.seconds)
-    # 0.0: nothing scored (idle, or still starting up), nothing to go by: the choice stays
-    assert seen == [0.005, 0.0, 0.0, 0.005, 0.005, 0.005, 0.005, 0.0, 0.0, 0.0, 0.0, 0.005, 0.005]
+    # 0.0: nothing scored (idle, or still starting up), nothing to go by: the choice stays, and so does
+    # the count of calm seconds; one second at 0.4 starts that count over
+    assert seen == [0.005, 0.005, 0.005, 0.005, 0.0, 0.0, 0.005, 0.005, 0.005, 0.005, 0.005, 0.005, 0.0,
+                    0.0, 0.0, 0.005, 0.005]
 
 
 def test_from_load_zero_always_waits():
