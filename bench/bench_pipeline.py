@@ -15,6 +15,7 @@ row of its own, and each counted second's p99 on another, so neither hides in th
 
     .venv/bin/python bench/bench_pipeline.py                 # defaults below
     .venv/bin/python bench/bench_pipeline.py --events 50000 --naive-events 3000 --rates 1000,5000
+    .venv/bin/python bench/bench_pipeline.py --only-latency --plot docs/img/latency_by_second.png
 """
 from __future__ import annotations
 
@@ -180,6 +181,7 @@ class Latency:
     harness_cpu: float  # this process's CPU while sending, a share of one core
     p99_by_second: list[float]  # of the counted clicks, by the second they were sent in
     warmup: tuple[float, float, float] | None  # p50, p99, max of the uncounted first clicks
+    timeline: np.ndarray  # every click, warm-up included: (seconds since the first was sent, latency in ms)
 
 
 async def latency_at(bootstrap: str, clicks: str, intents: str, events, rate: float, seconds: float,
@@ -242,6 +244,7 @@ async def latency_at(bootstrap: str, clicks: str, intents: str, events, rate: fl
     await consumer.stop()
     lat = np.array(rows)
     since_start = (lat[:, 0] - lat[:, 0].min()) / 1000.0
+    timeline = np.column_stack([since_start, lat[:, -1]])
     warm, lat, since_start = lat[since_start < warmup_s], lat[since_start >= warmup_s], since_start[since_start >= warmup_s]
     p50, p99 = np.percentile(lat[:, 1:], 50, axis=0), np.percentile(lat[:, 1:], 99, axis=0)
     second = (since_start - warmup_s).astype(int)
@@ -249,7 +252,25 @@ async def latency_at(bootstrap: str, clicks: str, intents: str, events, rate: fl
     return Latency(float(p50[-1]), float(p99[-1]), len(lat) + len(warm), n,
                    list(zip(p50[:-1].tolist(), p99[:-1].tolist())), harness_cpu, by_second,
                    (float(np.percentile(warm[:, -1], 50)), float(np.percentile(warm[:, -1], 99)),
-                    float(warm[:, -1].max())) if len(warm) else None)
+                    float(warm[:, -1].max())) if len(warm) else None, timeline)
+
+
+def plot_timelines(path: Path, timelines: dict[float, np.ndarray], warmup_s: float) -> None:
+    """Click → intent latency over each fixed-load run, p50 and p99 per 250 ms of sending, to a PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.2 * len(timelines)), layout="constrained")
+    for ax, (rate, timeline) in zip(fig.subplots(len(timelines), 1, squeeze=False)[:, 0], timelines.items()):
+        bins = (timeline[:, 0] // 0.25).astype(int)
+        starts = np.unique(bins)
+        for q, style in ((50, "-"), (99, "--")):
+            ax.plot(starts * 0.25, [np.percentile(timeline[bins == b, 1], q) for b in starts], style, label=f"p{q}")
+        ax.axvspan(0, warmup_s, color="0.85", label="warm-up (not counted)")
+        ax.axhline(50, color="tab:red", lw=0.8, label="p99 budget at 5k (50 ms)")
+        ax.set(yscale="log", xlabel="seconds since the first click", ylabel="click → intent, ms",
+               title=f"{rate:,.0f} events/s")
+        ax.legend(loc="upper right", fontsize="small")
+    fig.savefig(path, dpi=110)
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -359,6 +380,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=LATENCY_SECONDS, help="counted seconds at each load")
     ap.add_argument("--warmup-seconds", type=float, default=WARMUP_SECONDS,
                     help="seconds at each load before the counted ones (reported apart; 0: none)")
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="write the latency runs' p50/p99 over time to this PNG (warm-up included)")
     ap.add_argument("--model", default=None, help="model artifact dir (default: shipped model)")
     ap.add_argument("--throughput-max-batches", default="2048,512,4096",
                     help="one saturation run per value; the first is the worker's default (used again for latency)")
@@ -473,6 +496,7 @@ def main() -> None:
                              + " target ≥ 10×"))
                 print(rows[-1], flush=True)
 
+            timelines: dict[float, np.ndarray] = {}
             fresh = make_events(int(max(map(float, args.rates.split(","))) * (args.warmup_seconds + args.seconds)) + 10,
                                 seed=2)
             for rate in map(float, args.rates.split(",")):
@@ -481,6 +505,7 @@ def main() -> None:
                 broker_pid = local_broker.running_pid(cfg)
                 cpu0, t0 = (cpu_seconds(worker.pid), cpu_seconds(broker_pid)), time.perf_counter()
                 lat = asyncio.run(latency_at(bs, "clicks", "intents", batch, rate, args.seconds, args.warmup_seconds))
+                timelines[rate] = lat.timeline
                 elapsed = time.perf_counter() - t0
                 worker_cpu, broker_cpu = ((cpu_seconds(pid) - c) / elapsed for pid, c in zip((worker.pid, broker_pid), cpu0))
                 rows.append((f"latency at {rate:,.0f} events/s",
@@ -496,6 +521,9 @@ def main() -> None:
                 if lat.warmup is not None:
                     rows.append((f"  … the first {args.warmup_seconds:g} s (not counted)",
                                  "p50 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms".format(*lat.warmup), "-"))
+            if args.plot is not None and timelines:
+                plot_timelines(args.plot, timelines, args.warmup_seconds)
+                print(f"latency over time: {args.plot}", flush=True)
     finally:
         if worker is not None:
             worker.terminate()
