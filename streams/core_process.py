@@ -22,6 +22,7 @@ for machines with one core and for side-by-side benchmarks (docs/BENCHMARKS.md, 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -37,7 +38,7 @@ from typing import Callable
 
 from models.state import UserState
 
-from .pipeline import Pipeline, Record, settle_gc
+from .pipeline import Pipeline, Record, collect_young_and_freeze, settle_gc
 from .scorer import Scorer
 from .user_cache import UserCache
 
@@ -396,6 +397,7 @@ def serve(inbox, outbox, config: CoreConfig) -> None:
         return
     core = BatchCore(pipeline, config.cache_users)
     settle_gc()
+    gc.disable()  # collected between batches instead (collect_young_and_freeze)
     outbox.send(("ready", f"{pipeline.scorer.version} on {pipeline.scorer.device}"))
     queued: deque[tuple] = deque()  # messages that arrived while waiting for states
 
@@ -427,6 +429,8 @@ def serve(inbox, outbox, config: CoreConfig) -> None:
                 outbox.send(("error", traceback.format_exc()))
                 continue
             outbox.send(("done", result))
+            del result
+            collect_young_and_freeze()  # after the answer: the shell delivers meanwhile
         elif kind == "model":
             _kind, model_dir, device, version = message
             try:
