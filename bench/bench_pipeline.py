@@ -245,7 +245,8 @@ async def latency_at(bootstrap: str, clicks: str, intents: str, events, rate: fl
     lat = np.array(rows)
     since_start = (lat[:, 0] - lat[:, 0].min()) / 1000.0
     timeline = np.column_stack([since_start, lat[:, -1]])
-    warm, lat, since_start = lat[since_start < warmup_s], lat[since_start >= warmup_s], since_start[since_start >= warmup_s]
+    counted = since_start >= warmup_s
+    warm, lat, since_start = lat[~counted], lat[counted], since_start[counted]
     p50, p99 = np.percentile(lat[:, 1:], 50, axis=0), np.percentile(lat[:, 1:], 99, axis=0)
     second = (since_start - warmup_s).astype(int)
     by_second = [float(np.percentile(lat[second == s, -1], 99)) for s in range(int(seconds)) if (second == s).any()]
@@ -509,9 +510,9 @@ def main() -> None:
                 elapsed = time.perf_counter() - t0
                 worker_cpu, broker_cpu = ((cpu_seconds(pid) - c) / elapsed for pid, c in zip((worker.pid, broker_pid), cpu0))
                 rows.append((f"latency at {rate:,.0f} events/s",
-                             f"p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms ({lat.received}/{lat.sent} intents, the first "
-                             f"{args.warmup_seconds:g} s not counted); CPU meanwhile, in cores: the worker with its core "
-                             f"processes {worker_cpu:.2f}, the broker {broker_cpu:.2f}, the benchmark's own sending and "
+                             f"p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms ({lat.received}/{lat.sent} intents, the "
+                             f"first {args.warmup_seconds:g} s not counted); CPU meanwhile, in cores: the worker with its "
+                             f"core processes {worker_cpu:.2f}, the broker {broker_cpu:.2f}, the benchmark's own sending and "
                              f"receiving {lat.harness_cpu:.2f}", "p50 ≤ 10 ms, p99 ≤ 50 ms at 5k/s"))
                 print(rows[-1], flush=True)
                 for name, (part50, part99) in zip(LATENCY_PARTS, lat.parts):

@@ -4,14 +4,14 @@ Waiting (`max_wait`) makes batches bigger, and every batch has a cost of its own
 round trip to the core process, a changelog flush and its acknowledgement, an intents request. The core
 alone spends ~1 ms a batch on it (bench/bench_core.py: 79 µs a click in batches of 25, 36 µs in batches of
 2000). Under load that saving is what keeps the latency down; at light load the wait is only delay.
-Alternated runs on the 2-core machine, 5k p50 without / with the 5 ms wait (docs/BENCHMARKS.md, eleventh
-round): 1k events/s 10.3 / 15.0 ms, 2.5k 17.3 / 18.6 ms, 3.5k 23.6 / 21.5 ms, 5k 43.1 / 27.4 ms. Where
-they cross, the cores were busy ~0.5 s/s without the wait and ~0.35 s/s with it.
+Click → intent p50 on the 2-core machine, never / always waiting 5 ms (docs/BENCHMARKS.md, eleventh round):
+1k events/s 10.3 / 15.0 ms, 2.5k 17.3 / 18.6 ms, 3.5k 23.6 / 21.5 ms, 5k 43.1 / 27.4 ms. Where they cross,
+the cores were busy ~0.5 s/s without the wait and ~0.35 s/s with it.
 
 So batches wait only once the cores were busy for more than `from_load` seconds per second (their own time
-on batches, the measure streams/core_layout.py uses), and stop waiting after two seconds below `until_load`:
-the band between holds the load the wait itself takes away, so the choice does not flap. `from_load` 0: always wait, as
-before this choice existed.
+on batches, the measure streams/core_layout.py uses), and stop waiting after two seconds below
+`until_load`: the band between holds the load the wait itself takes away, so the choice does not flap.
+`from_load` 0: always wait, as before this choice existed.
 """
 from __future__ import annotations
 

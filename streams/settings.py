@@ -190,7 +190,7 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-wait-from-load", dest="max_wait_from_load", type=float,
                    help="cores' busy s/s from which batches wait --max-wait to fill (0: always)")
     p.add_argument("--max-wait-until-load", dest="max_wait_until_load", type=float,
-                   help="cores' busy s/s under which batches go at once again")
+                   help="cores' busy s/s under which, for 2 s, batches go at once again")
     p.add_argument("--producer-linger-ms", dest="producer_linger_ms", type=int)
     p.add_argument("--fetch-wait-ms", dest="fetch_wait_ms", type=int,
                    help="while clicks flow, fetches wait up to this for fetch-min-bytes (0: off)")
