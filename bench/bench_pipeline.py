@@ -259,8 +259,9 @@ async def latency_at(bootstrap: str, clicks: str, intents: str, events, rate: fl
 def plot_timelines(path: Path, timelines: dict[float, np.ndarray], warmup_s: float) -> None:
     """Click → intent latency over each fixed-load run, p50 and p99 per 250 ms of sending, to a PNG."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
-    fig = Figure(figsize=(9, 3.2 * len(timelines)), layout="constrained")
+    fig = Figure(figsize=(11, 3.2 * len(timelines)), layout="constrained")
     for ax, (rate, timeline) in zip(fig.subplots(len(timelines), 1, squeeze=False)[:, 0], timelines.items()):
         bins = (timeline[:, 0] // 0.25).astype(int)
         starts = np.unique(bins)
@@ -270,7 +271,11 @@ def plot_timelines(path: Path, timelines: dict[float, np.ndarray], warmup_s: flo
         ax.axhline(50, color="tab:red", lw=0.8, label="p99 budget at 5k (50 ms)")
         ax.set(yscale="log", xlabel="seconds since the first click", ylabel="click → intent, ms",
                title=f"{rate:,.0f} events/s")
-        ax.legend(loc="upper right", fontsize="small")
+        # 10, 20, 50 ms rather than 10^1 on the log axis
+        ax.yaxis.set_major_locator(FixedLocator([5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside the lines, not on them
     fig.savefig(path, dpi=110)
 
 
