@@ -9,10 +9,10 @@ click→intent latency queues for: at 5k events/s one core process measured p50 
 So the worker scores with one core process until the cores are busy for more than `spread_load` seconds
 per second (a core's own time on its batches, wall clock: at 5k events/s one measured 0.64 s/s on that
 machine), then with all of them, and goes back to one once they have been busy for less than
-`gather_load` s/s for `gather_after_s`. A change of layout moves partitions
-between cores; the shell applies it between batches, once every batch in flight is delivered, and each core
-then starts with an empty state cache (`epoch`), as after a rebalance: a cached state of a partition that
-moved away and back would be stale.
+`gather_load` s/s for `gather_after_s`. A change of layout moves partitions between cores; the shell
+applies it between batches, once every batch in flight is delivered, and each core then starts with an
+empty state cache (`epoch`), as after a rebalance: a cached state of a partition that moved away and back
+would be stale.
 """
 from __future__ import annotations
 

@@ -16,8 +16,9 @@ for any other state it needs, and gets back what to write and what to publish:
 The shell does not wait for a batch's result before sending the next (CoreProcess). Decoded states stay
 cached with the core, so the core empties them: on a new consumer generation or core layout (the
 partitions may have moved; sent with each batch; streams/core_layout.py), per user on erasure (sent with
-the next batch), and after a batch that failed half-way. `InlineCore` runs the same BatchCore in the worker's own process (`--no-core-process`),
-for machines with one core and for side-by-side benchmarks (docs/BENCHMARKS.md, sixth round).
+the next batch), and after a batch that failed half-way. `InlineCore` runs the same BatchCore in the
+worker's own process (`--no-core-process`), for machines with one core and for side-by-side benchmarks
+(docs/BENCHMARKS.md, sixth round).
 """
 from __future__ import annotations
 
@@ -429,7 +430,7 @@ def serve(inbox, outbox, config: CoreConfig) -> None:
                 outbox.send(("error", traceback.format_exc()))
                 continue
             outbox.send(("done", result))
-            del result
+            del result  # sent: freed now, not walked (and frozen) by the collection below
             collect_young_and_freeze()  # after the answer: the shell delivers meanwhile
         elif kind == "model":
             _kind, model_dir, device, version = message
