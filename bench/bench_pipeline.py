@@ -73,8 +73,9 @@ async def fill(bootstrap: str, topic: str, events) -> None:
         await producer.stop()
 
 
-async def bare_loop(bootstrap: str, src: str, dst: str, n: int) -> float:
-    """(a): consume every record and produce its value unchanged; events/s."""
+async def bare_loop(bootstrap: str, src: str, dst: str, n: int, probe=None) -> float:
+    """(a): consume every record and produce its value unchanged; events/s. `probe()` is called at the
+    first record and after the last one was acknowledged."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=f"bare-{time.time_ns()}",
@@ -89,11 +90,16 @@ async def bare_loop(bootstrap: str, src: str, dst: str, n: int) -> float:
             for records in batches.values():
                 if t0 is None:
                     t0 = time.perf_counter()
+                    if probe:
+                        probe()
                 for r in records:
                     await producer.send(dst, key=r.key, value=r.value)
                 done += len(records)
         await producer.flush()
-        return n / (time.perf_counter() - t0)
+        rate = n / (time.perf_counter() - t0)
+        if probe:
+            probe()
+        return rate
     finally:
         await consumer.stop()
         await producer.stop()
@@ -144,8 +150,9 @@ async def naive_loop(bootstrap: str, src: str, dst: str, n: int, model_dir: str 
         await producer.stop()
 
 
-async def drain_intents(bootstrap: str, topic: str, n: int, timeout_s: float) -> tuple[float, int]:
-    """(b): read `n` intents; events/s between the first and the last one."""
+async def drain_intents(bootstrap: str, topic: str, n: int, timeout_s: float, probe=None) -> tuple[float, int]:
+    """(b): read `n` intents; events/s between the first and the last one. `probe()` is called at the
+    first intent and at the last."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"drain-{time.time_ns()}",
@@ -157,9 +164,13 @@ async def drain_intents(bootstrap: str, topic: str, n: int, timeout_s: float) ->
         while got < n and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
                 now = time.perf_counter()
+                if t_first is None and probe:
+                    probe()
                 t_first = t_first or now
                 t_last = now
                 got += len(records)
+                if got >= n and probe:
+                    probe()
     finally:
         await consumer.stop()
     if got < n:
@@ -279,15 +290,16 @@ def plot_timelines(path: Path, timelines: dict[float, np.ndarray], warmup_s: flo
     fig.savefig(path, dpi=110)
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process and its children (the worker's core processes), from /proc."""
+def cpu_seconds(pid: int | None, children: bool = True, itself: bool = True) -> float:
+    """User + system CPU seconds of a process and/or its children (the worker's core processes), from /proc."""
     if pid is None:
         return 0.0
-    pids = [pid]
-    try:
-        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
+    pids = [pid] if itself else []
+    if children:
+        try:
+            pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            pass
     total = 0
     for p in pids:
         try:
@@ -296,6 +308,24 @@ def cpu_seconds(pid: int | None) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / os.sysconf("SC_CLK_TCK")
+
+
+class CpuProbe:
+    """CPU seconds of named processes between the first and the last call (a `probe` for the loops above):
+    per processed event, where the two cores went at saturation."""
+
+    def __init__(self, **readers) -> None:
+        self.readers, self.marks = readers, []
+
+    def __call__(self) -> None:
+        self.marks.append({name: read() for name, read in self.readers.items()})
+
+    def per_event_us(self, n: int) -> str:
+        if len(self.marks) < 2:
+            return "-"
+        first, last = self.marks[0], self.marks[-1]
+        used = {name: (last[name] - first[name]) / n * 1e6 for name in self.readers}
+        return ", ".join(f"{name} {us:.0f}" for name, us in used.items()) + f"; total {sum(used.values()):.0f} µs"
 
 
 def changelog_records(bootstrap: str, topic: str) -> int:
@@ -418,8 +448,11 @@ def main() -> None:
         if not args.only_latency:
             asyncio.run(fill(bs, "clicks", events))
             print(f"filled 'clicks' with {len(events)} events", flush=True)
-            bare = asyncio.run(bare_loop(bs, "clicks", "bare-out", len(events)))
+            broker_pid = local_broker.running_pid(cfg)
+            bare_cpu = CpuProbe(loop=time.process_time, broker=lambda: cpu_seconds(broker_pid))
+            bare = asyncio.run(bare_loop(bs, "clicks", "bare-out", len(events), bare_cpu))
             rows.append(("(a) bare aiokafka consume→produce", f"{bare:,.0f} events/s", "-"))
+            rows.append(("  … CPU per event (µs)", bare_cpu.per_event_us(len(events)), "-"))
             print(rows[-1], flush=True)
 
         def start_worker(max_wait: float, max_batch: int | None = None, app_id: str = "bench",
@@ -461,7 +494,11 @@ def main() -> None:
                                         str(worker.pid),
                                         "--rate", "200", "--format", "raw", "--output", str(work / "worker.stacks")],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            rate, _ = asyncio.run(drain_intents(bs, intents, len(events), timeout_s=900))
+            broker_pid = local_broker.running_pid(cfg)
+            worker_cpu = CpuProbe(shell=lambda: cpu_seconds(worker.pid, children=False),
+                                  cores=lambda: cpu_seconds(worker.pid, itself=False),
+                                  broker=lambda: cpu_seconds(broker_pid), reader=time.process_time)
+            rate, _ = asyncio.run(drain_intents(bs, intents, len(events), timeout_s=900, probe=worker_cpu))
             rates.append(rate)
             if spy is not None:
                 spy.send_signal(2)  # SIGINT: py-spy writes its samples and exits
@@ -474,6 +511,9 @@ def main() -> None:
                          + (f"; the default run before made {last_default / rate:.2f}× this" if extra else "")))
             if not extra and max_batch == max_batches[0]:
                 last_default = rate
+            print(rows[-1], flush=True)
+            rows.append(("  … CPU per event (µs, from the first intent to the last)",
+                         worker_cpu.per_event_us(len(events)), "-"))
             print(rows[-1], flush=True)
             worker.terminate()
             worker.wait(timeout=60)
