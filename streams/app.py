@@ -173,6 +173,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     # before the worker starts, as Faust's fetcher reads the callback when it starts.
     fast_drain.install(app.consumer)
     fast_drain.hand_over_directly(app)
+    fast_drain.drain_in_bulk(app)
 
     # Fuller fetches while clicks flow, immediate ones when they trickle (streams/fetch_pacing.py)
     pacing = FetchPacing(settings.fetch_min_bytes, settings.fetch_wait_ms) if settings.fetch_wait_ms > 0 else None

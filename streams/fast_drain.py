@@ -1,6 +1,7 @@
 """Faust hot spots removed from every consumed message: four tasks and an asyncio.wait (`install`); the
-conductor's route to the agent's queue (`hand_over_directly`); and a key and a value looked up through the
-serializer registry only to come back as the same bytes (`RawBytes`).
+conductor's route to the agent's queue (`hand_over_directly`); an async generator step, a high-water
+lookup and a wait_first call made for each record of a fetch (`drain_in_bulk`); and a key and a value
+looked up through the serializer registry only to come back as the same bytes (`RawBytes`).
 
 faust-streaming 0.15.3's `Consumer._drain_messages` hands each message to the conductor with
 `await self.wait_first(callback(message), self.suspend_flow.wait())`, so that a rebalance (suspend_flow)
@@ -140,6 +141,97 @@ def hand_over_directly(app: Any) -> None:
 
     # Read by Consumer._drain_messages each time the fetcher (re)starts: set before the worker starts.
     consumer.callback = callback
+
+
+def drain_in_bulk(app: Any) -> None:
+    """Replace the consumer's drain loop with one that walks each fetch in a plain loop.
+
+    faust-streaming 0.15.3's `Consumer._drain_messages` reads records through `getmany`, an async generator
+    that, per record, reads the partition's high water from the consumer thread for the monitor and yields;
+    the loop then builds `wait_first(callback(message), suspend_flow.wait())`, two coroutines even when the
+    callback (`hand_over_directly`'s) has already queued the event. This loop does the same per fetch in
+    the same order, with the same read-offset, gap and commit bookkeeping and a turn of the event loop
+    every 100 records as Faust's; what changes: the high water is read once per partition and fetch (it
+    feeds only the monitor's lag figures), and a callback that handed the record over is not awaited.
+    A callback that returns a coroutine (the conductor's way) goes through wait_first as before, and a
+    fetch that finds the flow stopped (a rebalance) seeks back to the committed offsets as getmany does.
+    """
+    from faust.transport.consumer import CONSUMER_FETCHING
+
+    consumer = app.consumer
+
+    async def drain_messages(fetcher: Any) -> None:
+        callback = consumer.callback
+        consumer_should_stop, fetcher_should_stop = consumer._stopped.is_set, fetcher._stopped.is_set
+        get_read_offset, set_read_offset = consumer._read_offset.__getitem__, consumer._read_offset.__setitem__
+        acks_enabled_for = app.topics.acks_enabled_for
+        commit_every = consumer._commit_every
+        to_message, track_end_offset = consumer._to_message, app.monitor.track_tp_end_offset
+        since_yield = 0
+        log.info("the consumer's fetches are walked in bulk")
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                consumer.diag.set_flag(CONSUMER_FETCHING)
+                await consumer.sleep(0)  # as Faust's loop: getmany may return at once, again and again
+                if consumer.should_stop:
+                    continue
+                records, active_partitions = await consumer._wait_next_records(1.0)
+                generation_id = app.consumer_generation_id
+                if records is None or consumer.should_stop:
+                    continue
+                if not consumer.flow_active:
+                    try:  # as getmany: records fetched across a rebalance are read again from the commits
+                        await consumer.perform_seek()
+                    except Exception as exc:  # noqa: BLE001 - Faust logs this one and goes on
+                        log.warning("exception performing seek when flow not active %r", exc)
+                    continue
+                tracked: set = set()
+                for tp, record in consumer.scheduler.iterate(records):
+                    if not consumer.flow_active or app.consumer_generation_id != generation_id:
+                        break
+                    if not (active_partitions is None or tp in active_partitions
+                            or tp in consumer._buffered_partitions):
+                        continue
+                    if tp not in tracked:
+                        tracked.add(tp)
+                        track_end_offset(tp, consumer.highwater(tp))
+                    since_yield += 1
+                    if since_yield > 100:
+                        await asyncio.sleep(0)
+                        since_yield = 0
+                    offset = record.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is not None and offset < r_offset:
+                        continue  # Faust drops what it already read (a seek back re-delivers it)
+                    message = to_message(tp, record)
+                    if offset - (r_offset or 0) > 1 and r_offset and acks_enabled_for(message.topic):
+                        await consumer._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None and consumer._n_acked >= commit_every:
+                        consumer._n_acked = 0
+                        await consumer.commit()
+                    handed = callback(message)
+                    if handed is not HANDED_OVER:
+                        await consumer.wait_first(handed, consumer.suspend_flow.wait())
+                    set_read_offset(tp, offset)
+                consumer.diag.unset_flag(CONSUMER_FETCHING)
+        except consumer.consumer_stopped_errors:
+            if app.should_stop:
+                log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if app.should_stop:
+                log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            consumer.diag.unset_flag(CONSUMER_FETCHING)
+
+    # Read by Fetcher._fetcher each time the fetcher (re)starts.
+    consumer._drain_messages = drain_messages
 
 
 class RawBytes(faust.Schema):

@@ -105,6 +105,7 @@ def test_worker_scores_every_valid_click_and_dead_letters_the_rest(kafka_bootstr
     assert "fetch pacing on" in log_path.read_text(), tail(log_path)
     # Faust's fetcher read the replaced callback: records skipped the conductor (streams/fast_drain.py).
     assert "consumed records go straight to the agent's queue" in log_path.read_text(), tail(log_path)
+    assert "the consumer's fetches are walked in bulk" in log_path.read_text(), tail(log_path)
 
 
 def test_a_restart_after_the_stream_went_quiet_re_emits_nothing(kafka_bootstrap: str, unique: str,

@@ -245,3 +245,67 @@ def test_wait_first_finishes_a_direct_hand_over_at_once():
         return consumer.slow_calls, suspended.cr_frame  # closed: no "never awaited" warning
 
     assert run(scenario()) == (0, None)
+
+
+def _drain_once(bulk: bool, fetches: list[dict], read_offsets: dict) -> tuple:
+    """Run the consumer's drain loop (Faust's own, or drain_in_bulk's) over `fetches` (record maps, as the
+    consumer thread returns them) on an app that is not started; returns what reached the agent's queue,
+    the read offsets and the gaps it noted."""
+    from faust.types import TP
+
+    async def scenario():
+        app, topic, tp = _conducted_app("bulk" if bulk else "faust", maxsize=1000)
+        app.topics._tp_index[TP("clicks", 1)].add(topic)  # partition 1 too
+        app.topics._update_callback_map()
+        app.topics._acking_topics.add("clicks")  # as the agent's subscription does: holes are noted
+        fast_drain.install(app.consumer)
+        fast_drain.hand_over_directly(app)
+        if bulk:
+            fast_drain.drain_in_bulk(app)
+        consumer = app.consumer
+        consumer.highwater = lambda tp: 1000  # the consumer thread is not started
+        for p, offset in read_offsets.items():
+            consumer._read_offset[TP("clicks", p)] = offset
+            consumer._committed_offset[TP("clicks", p)] = offset
+        fetcher = type("Fetcher", (), {"_stopped": asyncio.Event()})()
+        pending = list(fetches)
+
+        async def wait_next_records(timeout):
+            if len(pending) == 1:
+                fetcher._stopped.set()  # the loop ends after this fetch
+            return pending.pop(0), None
+
+        consumer._wait_next_records = wait_next_records
+        await consumer._drain_messages(fetcher)
+        queued = [topic.queue.get_nowait() for _ in range(topic.queue.qsize())]
+        return ([(e.message.partition, e.message.offset, e.key, e.value) for e in queued],
+                {tp.partition: o for tp, o in consumer._read_offset.items()},
+                {tp.partition: sorted((i.begin, i.end) for i in gaps) for tp, gaps in consumer._gap.items() if gaps})
+
+    return run(scenario())
+
+
+def test_the_bulk_drain_hands_over_what_faust_s_drain_does():
+    """The same fetches through faust-streaming's _drain_messages and through drain_in_bulk: the same events
+    on the agent's queue in the same order, the same read offsets, the same gaps noted for the commits;
+    records below a partition's read offset (a re-delivery) dropped by both."""
+    from aiokafka import TopicPartition
+    from aiokafka.structs import ConsumerRecord
+
+    def records(p, offsets):
+        return [ConsumerRecord("clicks", p, o, 0, 0, b"u%d" % o, b"v%d-%d" % (p, o), None, 2, 4, ())
+                for o in offsets]
+
+    fetches = [
+        {TopicPartition("clicks", 0): records(0, [0, 1, 2, 5, 6]),  # a hole at 3-4
+         TopicPartition("clicks", 1): records(1, [7, 8, 9, 10])},  # read through 8 already: 7 dropped
+        {TopicPartition("clicks", 0): records(0, [7, 8]), TopicPartition("clicks", 1): records(1, [11])},
+    ]
+    by_faust = _drain_once(False, fetches, {1: 8})
+    in_bulk = _drain_once(True, fetches, {1: 8})
+    assert in_bulk == by_faust
+    queued, read_offsets, gaps = in_bulk
+    assert [(p, o) for p, o, _k, _v in queued if p == 0] == [(0, 0), (0, 1), (0, 2), (0, 5), (0, 6), (0, 7), (0, 8)]
+    assert [(p, o) for p, o, _k, _v in queued if p == 1] == [(1, 8), (1, 9), (1, 10), (1, 11)]
+    # (Faust notes the hole as offsets 3..5, the record after it included; the same both ways)
+    assert read_offsets == {0: 8, 1: 11} and gaps == {0: [(3, 6)]}
