@@ -16,6 +16,7 @@ row of its own, and each counted second's p99 on another, so neither hides in th
     .venv/bin/python bench/bench_pipeline.py                 # defaults below
     .venv/bin/python bench/bench_pipeline.py --events 50000 --naive-events 3000 --rates 1000,5000
     .venv/bin/python bench/bench_pipeline.py --only-latency --plot docs/img/latency_by_second.png
+    .venv/bin/python bench/bench_pipeline.py --only-latency --bare-latency   # and the bare loop's, the floor
 """
 from __future__ import annotations
 
@@ -103,6 +104,40 @@ async def bare_loop(bootstrap: str, src: str, dst: str, n: int, probe=None) -> f
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def echo_loop(bootstrap: str, src: str, dst: str) -> None:
+    """The latency floor: per click, the least a Python consumer → producer does to answer it (parse the
+    click, send a small JSON answer), as soon as it is fetched; answers in the shape latency_at reads
+    (`scored_at` when it was fetched, `latency_ms` 0). Runs until killed; prints READY once assigned."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=f"echo-{time.time_ns()}",
+                                auto_offset_reset="earliest", enable_auto_commit=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    ready = False
+    while True:
+        batches = await consumer.getmany(timeout_ms=100)
+        if not ready and consumer.assignment():
+            print("READY", flush=True)
+            ready = True
+        for records in batches.values():
+            fetched = time.time() * 1000
+            for r in records:
+                answer = {"event_id": orjson.loads(r.value)["event_id"], "scored_at": fetched, "latency_ms": 0.0}
+                await producer.send(dst, key=r.key, value=orjson.dumps(answer))
+
+
+def start_echo(bootstrap: str, src: str, dst: str) -> subprocess.Popen:
+    """echo_loop in a process of its own (as the worker is), once it is assigned its partitions."""
+    proc = subprocess.Popen([sys.executable, __file__, "--echo", bootstrap, src, dst], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if proc.stdout.readline().strip() != "READY":
+        proc.kill()
+        raise RuntimeError("the echo loop did not start")
+    return proc
 
 
 async def naive_loop(bootstrap: str, src: str, dst: str, n: int, model_dir: str | None) -> float:
@@ -427,6 +462,9 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="sample the worker with py-spy during the saturation run; prints where its time goes")
     ap.add_argument("--only-throughput", action="store_true", help="stop after (a) and (b)")
+    ap.add_argument("--bare-latency", action="store_true",
+                    help="also the latency of a bare Python consume → produce loop at the same loads (the floor)")
+    ap.add_argument("--echo", nargs=3, metavar=("BOOTSTRAP", "SRC", "DST"), help=argparse.SUPPRESS)
     ap.add_argument("--only-latency", action="store_true",
                     help="only the fixed-load runs (a worker on an empty table; no (a), (b), (c), restore)")
     ap.add_argument("--pairs", type=int, default=1,
@@ -434,6 +472,9 @@ def main() -> None:
     ap.add_argument("--skip-one-process", action="store_true",
                     help="no saturation runs of the other layouts (one core process; all in one process)")
     args = ap.parse_args()
+    if args.echo:
+        asyncio.run(echo_loop(*args.echo))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     cfg = local_broker.BrokerConfig(data_dir=work / "kafka", port=local_broker.free_port_pair())
@@ -545,28 +586,49 @@ def main() -> None:
             timelines: dict[float, np.ndarray] = {}
             fresh = make_events(int(max(map(float, args.rates.split(","))) * (args.warmup_seconds + args.seconds)) + 10,
                                 seed=2)
-            for rate in map(float, args.rates.split(",")):
-                batch = [dataclasses.replace(e, event_id=f"lat{int(rate)}-{e.event_id}") for e in fresh]
+
+            def measure_latency(label: str, answerer: str, pid: int, clicks: str, answers: str, rate: float,
+                                parts: tuple[str, ...]) -> Latency:
+                """One fixed-load run against `pid` (the worker, or the echo loop), reported under `label`."""
+                batch = [dataclasses.replace(e, event_id=f"{answers}{int(rate)}-{e.event_id}") for e in fresh]
                 # Who used the two cores meanwhile: below saturation the cost is per wakeup, not per click
                 broker_pid = local_broker.running_pid(cfg)
-                cpu0, t0 = (cpu_seconds(worker.pid), cpu_seconds(broker_pid)), time.perf_counter()
-                lat = asyncio.run(latency_at(bs, "clicks", "intents", batch, rate, args.seconds, args.warmup_seconds))
-                timelines[rate] = lat.timeline
+                readers = (lambda: cpu_seconds(pid, children=False), lambda: cpu_seconds(pid, itself=False),
+                           lambda: cpu_seconds(broker_pid))
+                cpu0, t0 = [read() for read in readers], time.perf_counter()
+                lat = asyncio.run(latency_at(bs, clicks, answers, batch, rate, args.seconds, args.warmup_seconds))
                 elapsed = time.perf_counter() - t0
-                worker_cpu, broker_cpu = ((cpu_seconds(pid) - c) / elapsed for pid, c in zip((worker.pid, broker_pid), cpu0))
-                rows.append((f"latency at {rate:,.0f} events/s",
-                             f"p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms ({lat.received}/{lat.sent} intents, the "
-                             f"first {args.warmup_seconds:g} s not counted); CPU meanwhile, in cores: the worker with its "
-                             f"core processes {worker_cpu:.2f}, the broker {broker_cpu:.2f}, the benchmark's own sending and "
+                own, children, broker = ((read() - c) / elapsed for read, c in zip(readers, cpu0))
+                split = f" ({own:.2f} itself, {children:.2f} its core processes)" if children else ""
+                rows.append((f"{label} at {rate:,.0f} events/s",
+                             f"p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms ({lat.received}/{lat.sent} answers, the "
+                             f"first {args.warmup_seconds:g} s not counted); CPU meanwhile, in cores: {answerer} "
+                             f"{own + children:.2f}{split}, the broker {broker:.2f}, the benchmark's own sending and "
                              f"receiving {lat.harness_cpu:.2f}", "p50 ≤ 10 ms, p99 ≤ 50 ms at 5k/s"))
                 print(rows[-1], flush=True)
                 for name, (part50, part99) in zip(LATENCY_PARTS, lat.parts):
-                    rows.append((f"  … {name}", f"p50 {part50:.1f} ms, p99 {part99:.1f} ms", "-"))
+                    if name in parts:
+                        rows.append((f"  … {name}", f"p50 {part50:.1f} ms, p99 {part99:.1f} ms", "-"))
                 rows.append(("  … p99 of each counted second", " / ".join(f"{p:.0f}" for p in lat.p99_by_second) + " ms",
                              f"worst {max(lat.p99_by_second):.1f} ms" if lat.p99_by_second else "-"))
                 if lat.warmup is not None:
                     rows.append((f"  … the first {args.warmup_seconds:g} s (not counted)",
                                  "p50 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms".format(*lat.warmup), "-"))
+                return lat
+
+            for rate in map(float, args.rates.split(",")):
+                if args.bare_latency:  # the floor first, on topics of its own, while the worker idles
+                    ensure_topics(bs, {"bare-clicks": PARTITIONS, "bare-answers": PARTITIONS})
+                    echo = start_echo(bs, "bare-clicks", "bare-answers")
+                    try:
+                        measure_latency("(a) bare loop: click → answer latency", "the loop", echo.pid, "bare-clicks",
+                                        "bare-answers", rate, (LATENCY_PARTS[0], LATENCY_PARTS[3]))
+                    finally:
+                        echo.kill()
+                        echo.wait()
+                lat = measure_latency("latency", "the worker with its core processes", worker.pid, "clicks",
+                                      "intents", rate, LATENCY_PARTS)
+                timelines[rate] = lat.timeline
             if args.plot is not None and timelines:
                 plot_timelines(args.plot, timelines, args.warmup_seconds)
                 print(f"latency over time: {args.plot}", flush=True)
