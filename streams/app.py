@@ -487,16 +487,19 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         queue = agent_queue[0] = stream.channel.queue
         # Per core, deliver() of its batches (shares) not yet delivered, oldest first: each partition's order
         in_flight: list[deque[asyncio.Task]] = [deque() for _ in range(n_cores)]
+
+        async def change_layout() -> None:
+            # Partitions move between cores: every batch in a core or in delivery goes first, so that a
+            # partition's batches stay in order and its states are in the table for its new core.
+            for deliveries in in_flight:
+                while deliveries:
+                    await deliveries.popleft()
+            layout.apply()
+            log.info("core layout %d: %d of %d core processes score", layout.epoch, layout.scoring, n_cores)
+
         while True:
-            if layout.changing:
-                # Partitions move between cores: every batch in a core or in delivery goes first, so that a
-                # partition's batches stay in order and its states are in the table for its new core. Before
-                # the next batch is taken: taken events would not yet hold a stop back (hold_stop_for).
-                for deliveries in in_flight:
-                    while deliveries:
-                        await deliveries.popleft()
-                layout.apply()
-                log.info("core layout %d: %d of %d core processes score", layout.epoch, layout.scoring, n_cores)
+            if layout.changing:  # before the next batch is taken: taken events would not yet hold a stop back
+                await change_layout()
             try:
                 events = await take_batch(queue, settings.max_batch, batch_wait.seconds)
             except StopAsyncIteration:  # how Faust ends a channel's readers when the worker stops
@@ -508,6 +511,12 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             events = taken_once(events)
             if not events:
                 continue
+            if len(events) >= settings.max_batch:
+                layout.backlog()
+                if layout.changing and all(d.done() for deliveries in in_flight for d in deliveries):
+                    # Nothing to wait for (awaiting a finished task does not suspend): this batch is
+                    # already shared out under the new layout. Typical of a start on a backlog.
+                    await change_layout()
             if pacing is not None:
                 pacing.taken(len(events), full=len(events) >= settings.max_batch)
             # One share per scoring core, by partition: while the layout holds, a user's clicks always reach

@@ -9,7 +9,8 @@ click→intent latency queues for: at 5k events/s one core process measured p50 
 So the worker scores with one core process until the cores are busy for more than `spread_load` seconds
 per second (a core's own time on its batches, wall clock: at 5k events/s one measured 0.64 s/s on that
 machine), then with all of them, and goes back to one once they have been busy for less than
-`gather_load` s/s for `gather_after_s`. A change of layout moves partitions between cores; the shell
+`gather_load` s/s for `gather_after_s`. A full batch (`backlog`) spreads at once: the clicks are already
+waiting (a restart, a backfill, a burst), and a second on one core would only add to them. A change of layout moves partitions between cores; the shell
 applies it between batches, once every batch in flight is delivered, and each core then starts with an
 empty state cache (`epoch`), as after a rebalance: a cached state of a partition that moved away and back
 would be stale.
@@ -54,6 +55,12 @@ class CoreLayout:
                 log.info("cores busy under %.2f s/s for %.0f s: scoring with one core process", self.gather_load,
                          self._calm_s)
         return load
+
+    def backlog(self) -> None:
+        """A batch came full: more clicks wait than one core process scores in a batch. Spread now."""
+        if self.n_cores > 1 and self.wanted == 1:
+            self.wanted, self._calm_s = self.n_cores, 0.0
+            log.info("a full batch: spreading the partitions over %d core processes", self.n_cores)
 
     @property
     def changing(self) -> bool:

@@ -53,3 +53,32 @@ def test_a_single_core_never_changes():
     layout.scored(5.0)
     assert layout.decide(1.0) == 5.0  # still measured: BatchWait uses it
     assert not layout.changing and layout.core_of(7) == 0
+
+
+def test_a_full_batch_spreads_at_once_and_the_load_still_gathers_later():
+    layout = CoreLayout(2, spread_load=0.85, gather_load=0.6, gather_after_s=2.0)
+    layout.backlog()
+    assert layout.changing  # no decision needed
+    layout.apply()
+    assert (layout.scoring, layout.epoch) == (2, 1)
+    layout.backlog()  # already spread: nothing changes
+    assert not layout.changing and layout.epoch == 1
+    for _second in range(2):  # the backlog is gone: calm seconds gather again
+        layout.scored(0.1)
+        layout.decide(1.0)
+    assert layout.changing
+    layout.apply()
+    assert layout.scoring == 1
+    CoreLayout(1).backlog()  # a single core has nothing to spread over
+
+
+def test_a_backlog_while_gathering_cancels_the_gathering():
+    layout = CoreLayout(2, gather_after_s=2.0)
+    layout.backlog()
+    layout.apply()
+    layout.scored(0.1)
+    layout.decide(1.0)
+    layout.decide(1.0)  # calm long enough: one core is wanted, not yet applied
+    assert layout.changing and layout.wanted == 1
+    layout.backlog()
+    assert not layout.changing and layout.wanted == 2
