@@ -1,9 +1,10 @@
 """Faust's own ceiling: an agent that only counts its batches, on a pre-filled topic; batches taken with
 Faust's take_events ("take_events"); straight from the agent's channel queue (streams.app.take_batch) with
 Faust's per-message wait_first lightened (streams/fast_drain.py `install`) and each event acked on its own
-("queue", the worker until the tenth round); or as the worker until the twelfth round: also each record put straight on the
-agent's queue (`hand_over_directly`, a RawBytes topic) and a batch acked in one pass (`ack_events`)
-("direct"); or as the worker now: also each fetch walked in a plain loop (`drain_in_bulk`, "bulk").
+("queue", the worker until the tenth round); as the worker until the twelfth round: also each record put
+straight on the agent's queue (`hand_over_directly`, a RawBytes topic) and a batch acked in one pass
+(`ack_events`) ("direct"); or as the worker now: also each fetch walked in a plain loop (`drain_in_bulk`,
+"bulk").
 
 The worker cannot be faster than this on the same machine; compare with bench_pipeline.py's (a) and (b).
 

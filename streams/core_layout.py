@@ -10,10 +10,10 @@ So the worker scores with one core process until the cores are busy for more tha
 per second (a core's own time on its batches, wall clock: at 5k events/s one measured 0.64 s/s on that
 machine), then with all of them, and goes back to one once they have been busy for less than
 `gather_load` s/s for `gather_after_s`. A full batch (`backlog`) spreads at once: the clicks are already
-waiting (a restart, a backfill, a burst), and a second on one core would only add to them. A change of layout moves partitions between cores; the shell
-applies it between batches, once every batch in flight is delivered, and each core then starts with an
-empty state cache (`epoch`), as after a rebalance: a cached state of a partition that moved away and back
-would be stale.
+waiting (a restart, a backfill, a burst), and a second on one core would only add to them. A change of
+layout moves partitions between cores; the shell applies it between batches, once every batch in flight
+is delivered, and each core then starts with an empty state cache (`epoch`), as after a rebalance: a
+cached state of a partition that moved away and back would be stale.
 """
 from __future__ import annotations
 
