@@ -356,11 +356,15 @@ class CpuProbe:
     def __call__(self) -> None:
         self.marks.append({name: read() for name, read in self.readers.items()})
 
+    def used(self) -> dict[str, float]:
+        """CPU seconds per process between the first call and the last."""
+        first, last = self.marks[0], self.marks[-1]
+        return {name: last[name] - first[name] for name in self.readers}
+
     def per_event_us(self, n: int) -> str:
         if len(self.marks) < 2:
             return "-"
-        first, last = self.marks[0], self.marks[-1]
-        used = {name: (last[name] - first[name]) / n * 1e6 for name in self.readers}
+        used = {name: s / n * 1e6 for name, s in self.used().items()}
         return ", ".join(f"{name} {us:.0f}" for name, us in used.items()) + f"; total {sum(used.values()):.0f} µs"
 
 
@@ -594,12 +598,14 @@ def main() -> None:
                 batch = [dataclasses.replace(e, event_id=f"{answers}{int(rate)}-{e.event_id}") for e in fresh]
                 # Who used the two cores meanwhile: below saturation the cost is per wakeup, not per click
                 broker_pid = local_broker.running_pid(cfg)
-                readers = (lambda: cpu_seconds(pid, children=False), lambda: cpu_seconds(pid, itself=False),
-                           lambda: cpu_seconds(broker_pid))
-                cpu0, t0 = [read() for read in readers], time.perf_counter()
+                cpu = CpuProbe(own=lambda: cpu_seconds(pid, children=False),
+                               children=lambda: cpu_seconds(pid, itself=False), broker=lambda: cpu_seconds(broker_pid))
+                cpu()
+                t0 = time.perf_counter()
                 lat = asyncio.run(latency_at(bs, clicks, answers, batch, rate, args.seconds, args.warmup_seconds))
                 elapsed = time.perf_counter() - t0
-                own, children, broker = ((read() - c) / elapsed for read, c in zip(readers, cpu0))
+                cpu()
+                own, children, broker = (s / elapsed for s in cpu.used().values())
                 split = f" ({own:.2f} itself, {children:.2f} its core processes)" if children else ""
                 rows.append((f"{label} at {rate:,.0f} events/s",
                              f"p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms ({lat.received}/{lat.sent} answers, the "

@@ -511,14 +511,15 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             events = taken_once(events)
             if not events:
                 continue
-            if len(events) >= settings.max_batch:
+            full = len(events) >= settings.max_batch
+            if full:
                 layout.backlog()
                 if layout.changing and all(d.done() for deliveries in in_flight for d in deliveries):
                     # Nothing to wait for (awaiting a finished task does not suspend): this batch is
                     # already shared out under the new layout. Typical of a start on a backlog.
                     await change_layout()
             if pacing is not None:
-                pacing.taken(len(events), full=len(events) >= settings.max_batch)
+                pacing.taken(len(events), full=full)
             # One share per scoring core, by partition: while the layout holds, a user's clicks always reach
             # the same core (and its cache).
             shares: list[list] = [[] for _ in range(n_cores)]
