@@ -93,13 +93,18 @@ def run_load(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ tail
 LEVEL_COLOR = {"low": "\033[2m", "medium": "\033[33m", "high": "\033[1;32m"}
+# Short labels for the recent counts, one per event type: cutting the names short made add_to_cart and
+# add_to_wishlist both "add_". A type added later shows under its own name until it gets a label here.
+COUNT_LABELS = {"page_view": "page", "product_view": "prod", "search": "srch", "add_to_cart": "cart+",
+                "remove_from_cart": "cart-", "add_to_wishlist": "wish", "begin_checkout": "chkout",
+                "purchase": "buy"}
 
 
 def format_intent(intent: dict, color: bool = True) -> str:
     p = intent["p_purchase"]
     bar = "█" * round(p * 10) + "·" * (10 - round(p * 10))
     level = intent["intent"]
-    counts = " ".join(f"{k[:4]}:{v}" for k, v in intent.get("recent_counts", {}).items())
+    counts = " ".join(f"{COUNT_LABELS.get(k, k)}:{v}" for k, v in intent.get("recent_counts", {}).items())
     line = (f"{time.strftime('%H:%M:%S')}  user {intent['user_id']:<10.10} #{intent['session_events']:<3} "
             f"p={p:5.3f} {bar} {level:<6}  cart {intent['cart_value']:8.2f}  "
             f"{intent['latency_ms']:5.1f} ms  [{counts}]")
