@@ -39,7 +39,30 @@ def main(argv: list[str] | None = None) -> int:
     # kafka-python and aiokafka log every connection attempt at INFO.
     for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:
+        reason = plain_reason(exc, args)
+        if reason is None or args.verbose:  # a bug, or asked for: the traceback
+            raise
+        print(f"intentstream {args.command}: {reason}", file=sys.stderr)
+        return 2
+
+
+def plain_reason(exc: Exception, args: argparse.Namespace) -> str | None:
+    """One line for the failures a user fixes outside the code (no broker, a missing file); None for the rest,
+    which keep their traceback."""
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {exc.filename}"
+    errors = sys.modules.get("kafka.errors")  # imported by the command that failed; importing it here is slow
+    # kafka-python 2.x raises NoBrokersAvailable when it cannot bootstrap, 3.x a KafkaTimeoutError.
+    unreachable = tuple(getattr(errors, name) for name in ("NoBrokersAvailable", "KafkaTimeoutError",
+                                                           "KafkaConnectionError") if hasattr(errors, name))
+    if unreachable and isinstance(exc, unreachable):
+        where = getattr(args, "bootstrap", None) or "the broker"
+        return (f"no answer from Kafka at {where} ({exc}); a local broker starts with `intentstream kafka start`, "
+                "or give --bootstrap")
+    return None
 
 
 if __name__ == "__main__":

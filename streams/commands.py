@@ -83,9 +83,10 @@ def run_load(args: argparse.Namespace) -> int:
         raise SystemExit("load: give --simulate N or --file PATH --format FMT")
     from .topics import ensure_topics
 
+    events = iter_source_events(args)  # first: a missing or unreadable file fails before Kafka is touched
     ensure_topics(args.bootstrap, {args.topic: args.partitions})
     t0 = time.monotonic()
-    n = produce_events(iter_source_events(args), args.bootstrap, args.topic, args.rate, args.limit)
+    n = produce_events(events, args.bootstrap, args.topic, args.rate, args.limit)
     dt = time.monotonic() - t0
     print(f"sent {n} events to {args.topic} in {dt:.1f}s ({n / max(dt, 1e-9):,.0f}/s)")
     return 0
@@ -219,9 +220,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tail", help="pretty-print intents as they arrive")
     p.add_argument("--bootstrap", default=bootstrap)
     p.add_argument("--topic", default="intents")
-    p.add_argument("--from-beginning", action="store_true")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--seconds", type=float)
+    p.add_argument("--from-beginning", action="store_true", help="from the topic's start, not only new intents")
+    p.add_argument("--limit", type=int, help="stop after this many intents")
+    p.add_argument("--seconds", type=float, help="stop after this long")
     p.set_defaults(func=run_tail)
 
     p = sub.add_parser("demo", help="local demo: broker, worker, simulated shoppers, live intents")
