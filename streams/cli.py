@@ -59,8 +59,9 @@ def plain_reason(exc: Exception, args: argparse.Namespace) -> str | None:
     unreachable = tuple(getattr(errors, name) for name in ("NoBrokersAvailable", "KafkaTimeoutError",
                                                            "KafkaConnectionError") if hasattr(errors, name))
     if unreachable and isinstance(exc, unreachable):
-        where = getattr(args, "bootstrap", None) or "the broker"
-        return (f"no answer from Kafka at {where} ({exc}); a local broker starts with `intentstream kafka start`, "
+        given = getattr(args, "bootstrap", None)  # None: from INTENTSTREAM_BOOTSTRAP or the default; exc names it
+        where = f" at {given}" if given else ""
+        return (f"no answer from Kafka{where} ({exc}); a local broker starts with `intentstream kafka start`, "
                 "or give --bootstrap")
     return None
 

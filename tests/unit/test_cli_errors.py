@@ -28,6 +28,12 @@ def test_an_unreachable_broker_names_the_bootstrap_and_how_to_start_one():
     assert "Kafka at 127.0.0.1:1" in reason and "Unable to bootstrap" in reason and "intentstream kafka start" in reason
 
 
+def test_a_bootstrap_from_the_environment_is_left_to_the_error_to_name():
+    reason = cli.plain_reason(kafka_errors.KafkaTimeoutError("Unable to bootstrap from 10.0.0.7:9092"),
+                              argparse.Namespace(bootstrap=None))
+    assert reason.startswith("no answer from Kafka (") and "10.0.0.7:9092" in reason
+
+
 def test_other_failures_are_not_explained_away():
     args = argparse.Namespace(bootstrap="127.0.0.1:9092")
     assert cli.plain_reason(ValueError("unknown format 'xml'"), args) is None
