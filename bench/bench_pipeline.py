@@ -204,8 +204,8 @@ async def drain_intents(bootstrap: str, topic: str, n: int, timeout_s: float, pr
                 t_first = t_first or now
                 t_last = now
                 got += len(records)
-                if got >= n and probe:
-                    probe()
+        if got >= n and probe:  # once, as the last intent came (the loop ends with that fetch's answer)
+            probe()
     finally:
         await consumer.stop()
     if got < n:
@@ -623,9 +623,10 @@ def main() -> None:
                                  "p50 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms".format(*lat.warmup), "-"))
                 return lat
 
+            if args.bare_latency:
+                ensure_topics(bs, {"bare-clicks": PARTITIONS, "bare-answers": PARTITIONS})
             for rate in map(float, args.rates.split(",")):
                 if args.bare_latency:  # the floor first, on topics of its own, while the worker idles
-                    ensure_topics(bs, {"bare-clicks": PARTITIONS, "bare-answers": PARTITIONS})
                     echo = start_echo(bs, "bare-clicks", "bare-answers")
                     try:
                         measure_latency("(a) bare loop: click → answer latency", "the loop", echo.pid,

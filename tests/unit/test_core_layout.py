@@ -69,7 +69,9 @@ def test_a_full_batch_spreads_at_once_and_the_load_still_gathers_later():
     assert layout.changing
     layout.apply()
     assert layout.scoring == 1
-    CoreLayout(1).backlog()  # a single core has nothing to spread over
+    single = CoreLayout(1)
+    single.backlog()  # a single core has nothing to spread over
+    assert not single.changing and single.wanted == 1
 
 
 def test_a_backlog_while_gathering_cancels_the_gathering():
